@@ -1,0 +1,97 @@
+"""Run configuration: one dataclass whose fields are exactly the notebook's papermill parameters.
+
+Papermill only warns about a parameter the notebook does not define, so `-p epoch 8` would silently
+train with the default; `from_params` turns that into an error that names the misspelt parameter.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .names import check_names
+
+# Optimiser recipes. "paper" is paper A Table 2 (meant for pretrained backbones on a GPU); "laptop"
+# keeps its optimiser and schedule family but is sized for a CPU and random initialisation. 80 px is the
+# smallest size at which DAN's heads see a 3x3 map: at 64 px (2x2) an 8-epoch run reached P_EXPR 0.66,
+# at 80 px with the slower decay 0.87 by epoch 4 (synthetic default data, 2-core CPU).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(batch_size=1024, image_size=224, lr=1e-4, weight_decay=1e-4, lr_decay=0.6),
+    "laptop": dict(batch_size=64, image_size=80, lr=1e-3, weight_decay=1e-4, lr_decay=0.9),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; `None` fields are filled from the preset."""
+
+    # data
+    data_root: str | None = None      # ABAW-layout folder; None = the embedded synthetic faces
+    n_frames: int = 10_000            # synthetic only: frames generated (train + validation)
+    balance: str = "sqrt"             # synthetic only: "sqrt" (tempered), "affwild2" (exact), "uniform"
+    num_classes: int = 8              # 8 = ABAW3+ (with Other); 7 = ABAW 2020/2021 files
+    weighted_sampling: bool = True    # paper A: inverse-frequency sampling of training frames
+    # model
+    model: str = "dan"                # registry name
+    backbone: str = "resnet18"        # timm trunk: resnet18 (DAN) or resnet50 (paper A)
+    num_heads: int = 4                # DAN cross-attention heads
+    pretrained: bool = False          # timm ImageNet weights (needs the internet once)
+    # optimisation
+    preset: str = "laptop"            # "laptop" (CPU, from scratch) or "paper" (paper A Table 2)
+    epochs: int = 2
+    batch_size: int | None = None
+    image_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    lr_decay: float | None = None     # ExponentialLR gamma, stepped once per epoch
+    clip_grad: float = 1.0            # gradient-norm clipping (paper A's code)
+    focal_gamma: float = 2.0          # focal loss focusing parameter (0 = cross-entropy)
+    affinity_weight: float = 1.0      # paper A Eq. 3 weights all three terms 1
+    partition_weight: float = 1.0
+    # run
+    seed: int = 0
+    device: str = "auto"              # "auto" = cuda > mps > cpu
+    out_dir: str = "runs/04_train_dan"   # relative paths are under the project folder
+    figures_dir: str = "figures"      # where the notebook saves its figures
+    max_batches: int | None = None    # stop each epoch early (smoke tests)
+    progress: bool = True             # tqdm progress bars
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two samples); got {self.batch_size}")
+        if self.num_classes not in (7, 8):
+            raise ValueError(f"num_classes must be 7 or 8 for Aff-Wild2 EXPR; got {self.num_classes}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "TrainConfig":
+        """Build from notebook/CLI parameters, rejecting any name that is not a field."""
+        check_names(params, [f.name for f in fields(cls)], "parameter")
+        return cls(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+
+class NotebookParams:
+    """Remembers which globals existed before the parameters cell, so the cell after it can collect
+    exactly the parameters, including any that papermill injected under a misspelt name."""
+
+    def __init__(self, namespace: dict[str, Any]):
+        self.namespace = namespace
+        self.before = set(namespace)
+
+    def collect(self) -> dict[str, Any]:
+        return {k: v for k, v in self.namespace.items() if k not in self.before and not k.startswith("_")
+                and k not in ("In", "Out") and not isinstance(v, NotebookParams)}
+
+    def config(self, cls=TrainConfig):
+        return cls.from_params(self.collect())

@@ -1,0 +1,154 @@
+"""DAN: multi-head cross attention network, as used by paper A (ABAW3 EXPR, 2nd place).
+
+Papers: Wen et al., "Distract Your Attention: Multi-head Cross Attention Network for Facial Expression
+Recognition" (code: yaoing/DAN); Jeong et al., "Classification of Facial Expression In-the-Wild based on
+Ensemble of Multi-head Cross Attention Networks" (paper A; code: jaey-jeong/cvpr2022_ABAW_competition).
+
+Structure: a ResNet trunk (Feature Clustering Network) -> k cross-attention heads, each spatial then
+channel attention (Multi-head cross Attention Network) -> log-softmax across heads, sum, fc + BN
+(Attention Fusion Network). Trained with paper A Eq. 3 (see fer_kit/losses.py).
+
+How this file differs from the published code:
+- trunks come from timm (ResNet-18 by default; paper A used a Caffe-converted VGGFace2 ResNet-50);
+- for ResNet-50 the 1x1 bottleneck 2048 -> 1024 -> 512 of paper A's code is kept (the paper does not
+  mention it, but the heads are built for 512 channels);
+- paper A's code loads AffectNet-8 head weights whose class 7 is Contempt, not Other; the kit never
+  loads a classifier across label orders.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .backbones import create_backbone, feature_channels
+from .registry import register_model
+
+__all__ = ["DAN", "DANOutput"]
+
+
+class DANOutput(NamedTuple):
+    logits: torch.Tensor          # (B, C)
+    features: torch.Tensor        # (B, 512, h, w) trunk map, for the affinity loss
+    heads: torch.Tensor           # (B, k, 512) head vectors (log-softmaxed when k > 1), for the partition loss
+    attention: torch.Tensor       # (B, k, h, w) each head's spatial attention map, for visualisation
+
+
+def _conv_bn(cin: int, cout: int, kernel, padding) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=padding), nn.BatchNorm2d(cout))
+
+
+class SpatialAttention(nn.Module):
+    """1x1 reduction, then 3x3 + 1x3 + 3x1 convolutions summed: one map weighting every location."""
+
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.reduce = _conv_bn(channels, 256, 1, 0)
+        self.square = _conv_bn(256, channels, 3, 1)
+        self.wide = _conv_bn(256, channels, (1, 3), (0, 1))
+        self.tall = _conv_bn(256, channels, (3, 1), (1, 0))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.reduce(x)                                               # (B, 256, h, w)
+        y = self.relu(self.square(y) + self.wide(y) + self.tall(y))      # (B, 512, h, w)
+        attn = y.sum(dim=1, keepdim=True)                                # (B, 1, h, w), not normalised
+        return x * attn, attn
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation on the pooled vector: which of the 512 channels this head keeps."""
+
+    def __init__(self, channels: int = 512, hidden: int = 32):
+        super().__init__()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.gap(x).flatten(1)                                       # (B, 512)
+        return v * self.mlp(v)                                           # (B, 512)
+
+
+class CrossAttentionHead(nn.Module):
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.sa = SpatialAttention(channels)
+        self.ca = ChannelAttention(channels)
+        for m in self.modules():   # DAN's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.001)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, attn = self.sa(x)
+        return self.ca(y), attn
+
+
+class DAN(nn.Module):
+    """DAN with a timm ResNet trunk.
+
+    Args:
+        num_classes: output classes (8 for Aff-Wild2 ABAW3+).
+        num_heads: cross-attention heads (4 in DAN and paper A).
+        backbone: timm model name of the trunk (resnet18, resnet50, ...).
+        pretrained: load timm's ImageNet weights for the trunk (needs the internet once).
+        checkpoint_path: local trunk weights (e.g. MS-Celeb ResNet-18), loaded after creation.
+    """
+
+    def __init__(self, num_classes: int = 8, num_heads: int = 4, backbone: str = "resnet18",
+                 pretrained: bool = False, checkpoint_path: str | None = None):
+        super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1; got {num_heads}")
+        self.num_classes, self.num_heads = num_classes, num_heads
+        self.features = create_backbone(backbone, pretrained, checkpoint_path)
+        cin = feature_channels(self.features)
+        # paper A's code: 1x1 bottleneck so a ResNet-50 trunk (2048 ch) feeds 512-channel heads
+        self.reduce = nn.Identity() if cin == 512 else nn.Sequential(
+            nn.Conv2d(cin, 1024, 1), nn.BatchNorm2d(1024), nn.ReLU(inplace=True),
+            nn.Conv2d(1024, 512, 1), nn.BatchNorm2d(512), nn.ReLU(inplace=True))
+        self.heads = nn.ModuleList(CrossAttentionHead(512) for _ in range(num_heads))
+        self.fc = nn.Linear(512, num_classes)
+        self.bn = nn.BatchNorm1d(num_classes)
+
+    def forward(self, x: torch.Tensor) -> DANOutput:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"DAN expects images shaped (B, 3, H, W); got {tuple(x.shape)}")
+        f = self.reduce(self.features(x))                  # (B, 512, 7, 7) at 224 px, (B, 512, 4, 4) at 112
+        outs = [head(f) for head in self.heads]
+        heads = torch.stack([v for v, _ in outs], dim=1)   # (B, k, 512)
+        attention = torch.cat([a for _, a in outs], dim=1)  # (B, k, h, w)
+        if self.num_heads > 1:
+            heads = heads.log_softmax(dim=1)               # heads compete for each channel
+        logits = self.bn(self.fc(heads.sum(dim=1)))        # (B, C)
+        return DANOutput(logits, f, heads, attention)
+
+
+@register_model
+def dan(**kwargs) -> DAN:
+    """DAN-R18 with 4 heads (DAN; paper A's laptop-sized variant)."""
+    return DAN(**{"backbone": "resnet18", "num_heads": 4, **kwargs})
+
+
+@register_model
+def dan_r50(**kwargs) -> DAN:
+    """Paper A's configuration: ResNet-50 trunk with the 1x1 reduction to 512, 4 heads."""
+    return DAN(**{"backbone": "resnet50", "num_heads": 4, **kwargs})
+
+
+@register_model
+def test_dan(**kwargs) -> DAN:
+    """A tiny configuration for fast tests: ResNet-18 with two heads."""
+    return DAN(**{"backbone": "resnet18", "num_heads": 2, **kwargs})
+
+
+for _fn in (dan, dan_r50, test_dan):
+    _fn.model_cls = DAN

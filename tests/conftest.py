@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+# Tests never touch the user's cache, and plots never need a screen.
+os.environ.setdefault("MPLBACKEND", "agg")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fer_kit_cache")
+    os.environ["FER_KIT_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(cache_dir):
+    """A small synthetic ABAW dataset (every class in both splits), generated once per session."""
+    from fer_kit.data.synthetic import SyntheticConfig, ensure_synthetic
+
+    return ensure_synthetic(SyntheticConfig(n_frames=600, seed=3), cache_dir=cache_dir, progress=False)
+
+
+def pytest_collectstart(collector):
+    # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
+    if collector.fspath and collector.fspath.ext == ".ipynb":
+        collector.skip_compare += ("stderr",)
