@@ -37,7 +37,7 @@ class TrainConfig:
     pretrained: bool = False          # timm ImageNet weights (needs the internet once)
     # optimisation
     preset: str = "laptop"            # "laptop" (CPU, from scratch) or "paper" (paper A Table 2)
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int | None = None
     image_size: int | None = None
     lr: float | None = None
@@ -79,6 +79,44 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
+
+
+@dataclass
+class DataConfig:
+    """The data parameters every notebook shares."""
+
+    data_root: str | None = None      # ABAW-layout folder; None = the embedded synthetic faces
+    n_frames: int = 10_000            # synthetic only: frames generated (train + validation)
+    balance: str = "sqrt"             # synthetic only: "sqrt" (tempered), "affwild2" (exact), "uniform"
+    seed: int = 0
+    figures_dir: str = "figures"
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]):
+        check_names(params, [f.name for f in fields(cls)], "parameter")
+        return cls(**params)
+
+
+@dataclass
+class StatsConfig(DataConfig):
+    """Notebook 01's parameters."""
+
+    compare_balance: str | None = "affwild2"   # synthetic only: a second class balance for the imbalance lesson
+    landmark_noise: float = 2.0                 # px of noise standing in for a landmark detector's error
+    samples_per_class: int = 6
+
+
+@dataclass
+class AugmentConfig(DataConfig):
+    """Notebook 02's parameters."""
+
+    image_size: int = 112             # network input (ABAW crops are 112; paper A/C/E use 224)
+    batch_size: int = 64
+    n_batches: int = 30               # batches drawn to compare the samplers
+    max_per_class: int = 500          # paper C Table 3 style cap
+    bagging_k: int = 5                # ensemble members
+    bagging_fraction: float = 0.2     # paper E: each member sees 20% of the training frames
 
 
 class NotebookParams:

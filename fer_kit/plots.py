@@ -21,25 +21,9 @@ def _save(fig, path: str | Path | None):
 def sample_grid(images: Sequence, labels: Sequence[int], classes: Sequence[str], per_class: int = 6,
                 path=None, title: str | None = None):
     """A row of faces per class; images are uint8 (3,H,W) tensors or (H,W,3) arrays."""
-    labels = np.asarray(labels)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.3 * per_class, 1.35 * len(classes)))
-    for c, name in enumerate(classes):
-        idx = np.flatnonzero(labels == c)[:per_class]
-        for j in range(per_class):
-            ax = axes[c, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j < len(idx):
-                im = np.asarray(images[idx[j]])
-                ax.imshow(im.transpose(1, 2, 0) if im.shape[0] == 3 else im)
-            if j == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    from .data.plots import landmark_grid   # data.plots builds on this module
+
+    return landmark_grid(images, labels, None, classes, per_class=per_class, path=path, title=title)
 
 
 def class_counts(summary: pd.DataFrame, path=None, title="Frames per class"):

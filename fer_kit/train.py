@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from . import metrics
 from .config import TrainConfig
-from .data.abaw import FrameTable, read_expr
+from .data.abaw import read_expr_any
+from .data.table import FrameTable
 from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
-from .data.synthetic import SyntheticConfig, ensure_synthetic
+from .data.sources import dataset_root
 from .data.transforms import dan_train_transform, eval_transform
 from .losses import DANLoss
 from .models import create_model
@@ -81,13 +82,8 @@ class ExprData:
 
 def expr_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
     """Read the train/validation EXPR tables from cfg.data_root, or from the synthetic default."""
-    if cfg.data_root is None:
-        syn = SyntheticConfig(n_frames=cfg.n_frames, balance=cfg.balance, seed=cfg.seed)
-        root, source = ensure_synthetic(syn, progress=cfg.progress), f"synthetic faces ({syn.key()})"
-    else:
-        root, source = Path(cfg.data_root).expanduser(), f"ABAW data at {cfg.data_root}"
-    train = read_expr(root, "Train_Set", cfg.num_classes)
-    val = read_expr(root, "Validation_Set", cfg.num_classes)
+    root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, progress=cfg.progress)
+    train, val = (read_expr_any(root, split, cfg.num_classes) for split in ("Train_Set", "Validation_Set"))
     for table in (train, val):
         if len(table) == 0:
             raise ValueError(f"{table.report}: no usable frames left")

@@ -25,3 +25,15 @@ def pytest_collectstart(collector):
     # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
     if collector.fspath and collector.fspath.ext == ".ipynb":
         collector.skip_compare += ("stderr",)
+
+
+@pytest.fixture(scope="session")
+def mtl_only(tiny_synthetic, tmp_path_factory):
+    """An ABAW root in the MTL format only (as ABAW3/4/7 ship it): cropped_aligned/ and the 16-column
+    csv, no per-task folders, no landmarks."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("mtl_only")
+    shutil.copytree(tiny_synthetic / "cropped_aligned", root / "cropped_aligned")
+    shutil.copytree(tiny_synthetic / "annotations" / "MTL_Challenge", root / "annotations" / "MTL_Challenge")
+    return root

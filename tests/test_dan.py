@@ -59,7 +59,7 @@ def test_overfits_one_batch_of_synthetic_faces():
     m = create_model("dan", num_classes=8)
     opt = torch.optim.Adam(m.parameters(), 3e-3)   # the BatchNorm on the logits needs its scale to grow
     losses = []
-    for _ in range(50):
+    for _ in range(80):
         loss = F.cross_entropy(m(x).logits, y)
         opt.zero_grad()
         loss.backward()

@@ -33,3 +33,48 @@ def test_04_small_run_writes_metrics_and_figures(tmp_path, tiny_synthetic):
 def test_04_misspelt_parameter_fails_naming_it(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter 'epoch' \(did you mean 'epochs'\?\)"):
         run("04_train_dan.ipynb", tmp_path, epoch=8)
+
+
+@pytest.mark.notebooks
+def test_01_runs_on_an_mtl_only_root(tmp_path, mtl_only):
+    out = run("01_dataset_statistics.ipynb", tmp_path, data_root=str(mtl_only), figures_dir=str(tmp_path / "figures"))
+    text = out.read_text()
+    assert "MTL Train_Set" in text and "this dataset ships no landmarks" in text
+    for fig in ("01_class_shares", "01_frames_per_video", "01_va_density", "01_au_statistics", "01_samples_landmarks"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    assert not (tmp_path / "figures" / "01_imbalance_lesson.png").exists()
+
+
+@pytest.mark.notebooks
+def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
+    out = run("01_dataset_statistics.ipynb", tmp_path, n_frames=600, seed=3, figures_dir=str(tmp_path / "figures"))
+    assert "affwild2, class weights" in out.read_text()
+    assert (tmp_path / "figures" / "01_imbalance_lesson.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name, cls", [("01_dataset_statistics.ipynb", "StatsConfig"),
+                                       ("02_preprocessing_and_augmentation.ipynb", "AugmentConfig"),
+                                       ("04_train_dan.ipynb", "TrainConfig")])
+def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
+    """The CLI and the notebook must mean the same run when given the same (or no) parameters."""
+    import ast
+    from dataclasses import fields
+
+    from fer_kit import config
+
+    params = pm.inspect_notebook(NOTEBOOKS / name)
+    defaults = {f.name: f.default for f in fields(getattr(config, cls))}
+    for p in params.values():
+        assert p["name"] in defaults, p["name"]
+        value = ast.literal_eval(p["default"])
+        assert value == defaults[p["name"]], (p["name"], value, defaults[p["name"]])
+
+
+@pytest.mark.notebooks
+def test_02_runs_on_an_mtl_only_root(tmp_path, mtl_only):
+    out = run("02_preprocessing_and_augmentation.ipynb", tmp_path, data_root=str(mtl_only), n_batches=3,
+              figures_dir=str(tmp_path / "figures"))
+    text = out.read_text()
+    assert "no landmarks in this dataset" in text and "Haar cascade found a face in" in text
+    for fig in ("02_crop_align_detect", "02_augmentation_recipes", "02_mixup", "02_sampled_classes", "02_bagging_overlap"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig

@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .abaw import FrameTable
+from .table import FrameTable
+from .transforms import crop_face
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
@@ -33,25 +34,39 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
 
 
 class FrameDataset(Dataset):
-    """Faces and labels of a FrameTable; `preload` decodes everything up front (with a progress bar)."""
+    """Faces and labels of a FrameTable; `preload` decodes everything up front (with a progress bar).
+    Frames with a face box (table.boxes) are cropped around it with `box_margin`."""
 
     def __init__(self, table: FrameTable, image_size: int = 112, transform: Callable | None = None,
-                 preload: bool = True, progress: bool = True):
-        self.table, self.image_size, self.transform = table, image_size, transform
+                 preload: bool = True, progress: bool = True, box_margin: float = 0.2):
+        self.table, self.image_size, self.transform, self.box_margin = table, image_size, transform, box_margin
         self.labels = torch.as_tensor(table.labels, dtype=torch.long)
         self.images: torch.Tensor | None = None
         if preload:
             images = torch.empty((len(table), 3, image_size, image_size), dtype=torch.uint8)
             for i, p in enumerate(tqdm(table.paths, desc=f"decoding {table.report.source}", unit="img",
                                        disable=not progress, mininterval=10.0)):
-                images[i] = load_image(p, image_size)
+                images[i] = self._decode(i)
             self.images = images
 
     def __len__(self) -> int:
         return len(self.table)
 
+    def _decode(self, i: int) -> torch.Tensor:
+        box = None if self.table.boxes is None else self.table.boxes[i]
+        if self.table.images is None and box is not None and np.isfinite(box).all():
+            # whole photos with a face box (AffectNet, ExpW): crop the face as ABAW's crops are made
+            return crop_face(load_image(self.table.paths[i]), box, margin=self.box_margin, size=self.image_size)
+        if self.table.images is None:
+            return load_image(self.table.paths[i], self.image_size)
+        x = torch.from_numpy(np.ascontiguousarray(self.table.images[i])).permute(2, 0, 1)   # pixels held in memory
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(x[None].float(), size=(self.image_size,) * 2, mode="bilinear",
+                                                antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
+        return x
+
     def image(self, i: int) -> torch.Tensor:
-        return self.images[i] if self.images is not None else load_image(self.table.paths[i], self.image_size)
+        return self.images[i] if self.images is not None else self._decode(i)
 
     def __getitem__(self, i: int):
         x = self.image(i)

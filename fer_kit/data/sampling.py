@@ -1,4 +1,9 @@
-"""Samplers that change how often each class is seen (paper A's "weighted data sampling")."""
+"""What the training loop sees, and how often: weighted sampling, per-class caps, bagging subsets.
+
+Paper A draws frames with inverse-frequency weights ("weighted data sampling") and trains its ensemble
+members on subsets; paper C caps each class ("max samples per class", Table 3); paper E trains members on
+20% subsets. All of them are seeded, so a run can be repeated exactly.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,15 +12,85 @@ from torch.utils.data import WeightedRandomSampler
 
 
 def class_weights(labels, num_classes: int) -> np.ndarray:
-    """Inverse class frequency per sample, so every class is drawn equally often in expectation."""
+    """Inverse class frequency per sample, so every class is drawn equally often in expectation.
+    Frames without a valid class (-1, in multi-task tables) get weight 0."""
     labels = np.asarray(labels)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    valid = labels >= 0
+    counts = np.bincount(labels[valid], minlength=num_classes).astype(np.float64)
     per_class = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-    return per_class[labels]
+    return np.where(valid, per_class[np.where(valid, labels, 0)], 0.0)
 
 
 def weighted_sampler(labels, num_classes: int, num_samples: int | None = None,
                      generator: torch.Generator | None = None) -> WeightedRandomSampler:
     """Draw with replacement, weights 1/count(class), one epoch = len(labels) draws (as DAN's sampler)."""
     weights = torch.as_tensor(class_weights(labels, num_classes), dtype=torch.double)
+    if not (weights > 0).any():
+        raise ValueError("no frame has a valid class label to sample")
     return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
+
+
+def cap_per_class(labels, max_per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices keeping at most max_per_class frames of each class, drawn at random (paper C
+    Table 3's "max samples per class": it trims the majority classes instead of reweighting them)."""
+    if max_per_class < 1:
+        raise ValueError(f"max_per_class must be >= 1; got {max_per_class}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max_per_class] for c in np.unique(labels[labels >= 0])]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def bagging_subsets(n: int, k: int, fraction: float = 0.2, bootstrap: bool = False, seed: int = 0,
+                    groups=None) -> list[np.ndarray]:
+    """Index sets for k ensemble members over n frames.
+
+    fraction: each member sees this share of the frames, drawn without replacement (paper E: 0.2).
+    bootstrap: each member draws n frames with replacement instead (classic bagging).
+    groups: per-frame video ids; whole videos are drawn, so no member's subset splits a video.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    if not bootstrap and not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        units = [np.array([i]) for i in range(n)]
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} frames")
+        _, inverse = np.unique(groups, return_inverse=True)
+        units = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    subsets = []
+    for _ in range(k):
+        if bootstrap:
+            pick = rng.integers(0, len(units), len(units))
+        else:
+            pick = rng.choice(len(units), size=max(1, int(round(fraction * len(units)))), replace=False)
+        subsets.append(np.sort(np.concatenate([units[i] for i in pick])))
+    return subsets
+
+
+def subset_overlap(subsets: list[np.ndarray]) -> np.ndarray:
+    """Jaccard overlap of the distinct frames of every pair of subsets (k, k): how different members' data is."""
+    sets = [set(np.asarray(s).tolist()) for s in subsets]
+    k = len(sets)
+    out = np.eye(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1)
+    return out
+
+
+def sampled_class_counts(labels, num_classes: int, n_draws: int, weighted: bool, seed: int = 0) -> np.ndarray:
+    """How often each class comes up in n_draws frames drawn as the training loop would draw them:
+    shuffled without replacement (repeating epochs as needed), or with the weighted sampler."""
+    labels = np.asarray(labels)
+    g = torch.Generator().manual_seed(seed)
+    if weighted:
+        idx = torch.tensor(list(weighted_sampler(labels, num_classes, n_draws, generator=g)))
+    else:
+        idx = torch.cat([torch.randperm(len(labels), generator=g) for _ in range(-(-n_draws // len(labels)))])[:n_draws]
+    drawn = labels[idx.numpy()]
+    return np.bincount(drawn[drawn >= 0], minlength=num_classes)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_kit.data.sampling import bagging_subsets, cap_per_class, class_weights, subset_overlap, weighted_sampler
+from fer_kit.data.stats import au_cooccurrence, au_prevalence, class_table, frames_per_video, imbalance, va_histogram
+from fer_kit.data.table import DropReport, FrameTable, concat_tables
+from fer_kit.labels import AU_NAMES, EXPR_CLASSES
+
+
+def table(labels, videos=None, va=None, au=None):
+    n = len(labels)
+    return FrameTable([f"f{i}.jpg" for i in range(n)], np.array(labels), np.array(videos or ["v"] * n),
+                      EXPR_CLASSES, DropReport("test", kept=n), va=va, au=au)
+
+
+def test_weighted_sampler_balances_classes_and_skips_invalid():
+    labels = np.array([0] * 90 + [1] * 10 + [-1] * 5)
+    w = class_weights(labels, 8)
+    assert w[0] == pytest.approx(1 / 90) and w[95] == pytest.approx(1 / 10) and (w[100:] == 0).all()
+    draws = np.array(list(weighted_sampler(labels, 8, num_samples=4000, generator=torch.Generator().manual_seed(0))))
+    drawn = labels[draws]
+    assert (drawn >= 0).all() and 0.45 < (drawn == 1).mean() < 0.55
+
+
+def test_cap_per_class_trims_only_large_classes():
+    labels = np.array([0] * 50 + [3] * 4 + [7] * 20)
+    idx = cap_per_class(labels, 10, seed=1)
+    assert np.bincount(labels[idx], minlength=8)[[0, 3, 7]].tolist() == [10, 4, 10]
+    assert np.array_equal(idx, cap_per_class(labels, 10, seed=1))          # seeded
+    with pytest.raises(ValueError):
+        cap_per_class(labels, 0)
+
+
+def test_bagging_subsets_fraction_bootstrap_and_whole_videos():
+    subs = bagging_subsets(100, 3, fraction=0.2, seed=0)
+    assert [len(s) for s in subs] == [20, 20, 20] and all(len(set(s)) == 20 for s in subs)
+    assert not np.array_equal(subs[0], subs[1])
+    boot = bagging_subsets(100, 2, bootstrap=True, seed=0)
+    assert len(boot[0]) == 100 and len(set(boot[0].tolist())) < 100      # drawn with replacement
+    videos = np.repeat(np.arange(10), 5)
+    for s in bagging_subsets(50, 4, fraction=0.3, seed=2, groups=videos):
+        chosen = set(videos[s])
+        assert len(s) == 5 * len(chosen) == 15                              # whole videos only
+    ov = subset_overlap(subs)
+    assert ov.shape == (3, 3) and np.allclose(np.diag(ov), 1) and (ov[0, 1] < 0.5)
+
+
+def test_class_table_and_imbalance():
+    t = table([0, 0, 0, 1, 2, 3, 4, 5, 6, 7, -1])
+    df = class_table({"mine": t})
+    assert df.loc["mine", "Neutral"] == 3 and df.loc["mine", "total"] == 10      # -1 is not counted
+    assert df.index[0].startswith("Aff-Wild2") and df.iloc[0]["Neutral"] == 177_498
+    assert imbalance(df).loc["mine", "largest / smallest"] == 3.0
+
+
+def test_frames_per_video_au_and_va_statistics():
+    au = np.zeros((4, 12), np.float32)
+    au[0, [3, 6]] = 1          # AU6 + AU12
+    au[1, 6] = 1               # AU12 alone
+    au[3] = -1                 # invalid row: ignored
+    va = np.array([[0.5, 0.5], [np.nan, np.nan], [-0.9, 0.1], [0.0, 0.0]], np.float32)
+    t = table([4, 4, 0, 0], videos=["a", "a", "a", "b"], va=va, au=au)
+    assert frames_per_video(t).to_dict() == {"a": 3, "b": 1}
+    prev = au_prevalence(t)
+    assert prev["AU12"] == pytest.approx(2 / 3) and prev["AU6"] == pytest.approx(1 / 3)
+    co = au_cooccurrence(t)
+    assert co.loc["AU6", "AU12"] == 1.0 and co.loc["AU12", "AU6"] == 0.5 and co.loc["AU1", "AU2"] == 0
+    hist, edges = va_histogram(t, bins=4)
+    assert hist.sum() == 3 and len(edges) == 5
+    with pytest.raises(ValueError, match="no AU labels"):
+        au_prevalence(table([0]))
+
+
+def test_table_subset_and_concat_keep_arrays_aligned():
+    va = np.arange(8, dtype=np.float32).reshape(4, 2)
+    t = table([0, 1, 2, 3], va=va)
+    s = t.subset(np.array([False, True, False, True]))
+    assert s.labels.tolist() == [1, 3] and s.va.tolist() == [[2, 3], [6, 7]] and s.paths == ["f1.jpg", "f3.jpg"]
+    both = concat_tables([s, t.subset([0])])
+    assert len(both) == 3 and both.va.shape == (3, 2)
+    with pytest.raises(ValueError, match="rows"):
+        FrameTable(["a"], np.array([0, 1]), np.array(["v"]), EXPR_CLASSES, DropReport("x"))
+    with pytest.raises(ValueError, match="labels must be in -1..7"):
+        table([9])
+    assert len(AU_NAMES) == 12
