@@ -119,6 +119,36 @@ class AugmentConfig(DataConfig):
     bagging_fraction: float = 0.2     # paper E: each member sees 20% of the training frames
 
 
+@dataclass
+class ArchitecturesConfig:
+    """Notebook 03's parameters."""
+
+    models: str = "dan,dan_r50,regnet_transformer,scan_cci,ddamfn,dan_landmarks_r50"  # registry names, comma-separated
+    batch: int = 2                    # images per traced batch (clips for regnet_transformer: 1)
+    clip_length: int = 64             # paper B: frames per clip (64 in the paper)
+    trace_depth: int = 1              # 1 = the model's own stages; 2 = also their children
+    toy_steps: int = 150              # optimisation steps of each loss toy
+    seed: int = 0
+    figures_dir: str = "figures"
+
+    def __post_init__(self):
+        from .models import list_models   # config must not import models at module load
+
+        check_names(self.model_names, list_models(), "model")
+        for name in ("batch", "clip_length", "trace_depth", "toy_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]):
+        check_names(params, [f.name for f in fields(cls)], "parameter")
+        return cls(**params)
+
+
 class NotebookParams:
     """Remembers which globals existed before the parameters cell, so the cell after it can collect
     exactly the parameters, including any that papermill injected under a misspelt name."""

@@ -37,3 +37,30 @@ def side_by_side(paper: str, table: str, measured: dict[str, float], dataset: st
     rows += [{"source": "fer_kit (this run)", "dataset": dataset, "method": m, metric: round(float(v), 4)}
              for m, v in measured.items()]
     return pd.DataFrame(rows)
+
+
+def parameter_counts() -> pd.DataFrame:
+    """Published model sizes (papers/parameter_counts.csv): figures quoted in papers and counts of the
+    published code's modules, each with the kit model and arguments it corresponds to."""
+    return pd.read_csv(project_dir() / "papers" / "parameter_counts.csv")
+
+
+def parameter_comparison() -> pd.DataFrame:
+    """Each published size beside the kit's count of the same configuration, built here and counted."""
+    import json
+
+    from .models import create_model
+    from .models.summary import count_parameters
+
+    rows, built = [], {}
+    for r in parameter_counts().itertuples():
+        key = (r.model, r.kwargs)
+        if key not in built:
+            model = create_model(r.model, **json.loads(r.kwargs))
+            built[key] = count_parameters(model)
+            del model
+        kit = built[key]
+        rows.append({"kit model": r.model, "arguments": r.kwargs, "published": r.source, "kind": r.kind,
+                     "published parameters": int(r.parameters), "kit parameters": kit,
+                     "kit - published": kit - int(r.parameters), "note": r.note})
+    return pd.DataFrame(rows)

@@ -82,3 +82,98 @@ def confusion_matrix(cm, classes: Sequence[str], path=None, normalize: bool = Tr
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------ notebook 03: what each loss rewards
+
+def affinity_toy(toy, path=None):
+    """Free 2-D features and their class centres before and after minimising the affinity loss."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    colours = sns.color_palette("tab10", int(toy.labels.max()) + 1)
+    for ax, feats, centres, ratio, title in (
+            (axes[0], toy.features_before, toy.centres_before, toy.ratio_before, "before"),
+            (axes[1], toy.features_after, toy.centres_after, toy.ratio_after, "after")):
+        for c, colour in enumerate(colours):
+            pts = feats[toy.labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=10, color=colour, alpha=0.6)
+            ax.scatter(*centres[c], s=160, color=colour, marker="*", edgecolor="black", zorder=3)
+        ax.set_title(f"{title}: within-class / centre spread = {ratio:.2f}")
+        ax.set_aspect("equal", adjustable="datalim")
+    axes[2].plot(toy.loss)
+    axes[2].set(xlabel="step", ylabel="affinity loss", yscale="log", title="loss")
+    fig.suptitle("Affinity loss (paper A Eq. 1): features gather at their centre (*), centres spread apart")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def partition_toy(toy, path=None):
+    """Each head's share of every channel (softmax across heads) before and after the partition loss."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 2.9), gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    for ax, probs, title in ((axes[0], toy.probs_before, "before"), (axes[1], toy.probs_after, "after")):
+        sns.heatmap(probs, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=ax is axes[1],
+                    yticklabels=[f"head {i}" for i in range(probs.shape[0])])
+        ax.set(xlabel="channel", title=f"{title}: share of each channel per head")
+        ax.tick_params(axis="y", rotation=0)
+    axes[2].plot(toy.loss)
+    axes[2].set(xlabel="step", ylabel="partition loss", title="loss")
+    fig.suptitle("Partition loss (paper A Eq. 2): heads that start alike divide the channels among themselves", y=1.04)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def ccc_vs_mse(table: pd.DataFrame, traces: dict, path=None):
+    """Valence predictions over time, and their MSE beside 1 - CCC."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1.5, 1]})
+    axes[0].plot(traces["truth"], color="black", lw=2.5, label="truth")
+    for name in table["prediction"]:
+        axes[0].plot(traces[name], lw=1.2, label=name)
+    axes[0].set(xlabel="frame", ylabel="valence", title="one video's valence and four predictions")
+    axes[0].legend(fontsize=7, loc="lower left")
+    table.set_index("prediction")[["MSE", "1 - CCC (the loss)"]].plot.barh(ax=axes[1])
+    axes[1].set(xlabel="loss (lower is better)", ylabel="", title="MSE rewards the mean; CCC does not")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def attention_diversity_toy(toy, path=None):
+    """Two attention maps before and after DDAMFN's attention loss, and the loss against their distance."""
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.4]})
+    for i, (maps, when) in enumerate(((toy.maps_before, "before"), (toy.maps_after, "after"))):
+        for h in range(2):
+            ax = axes[2 * i + h]
+            ax.imshow(maps[h], vmin=0, vmax=1, cmap="magma")
+            ax.set(title=f"{when}: head {h}", xticks=[], yticks=[])
+    axes[4].loglog(toy.curve["mean squared difference"], toy.curve["loss"])
+    axes[4].set(xlabel="MSE between the two heads", ylabel="attention loss", title="loss = 1 / (MSE + eps)")
+    fig.suptitle("DDAMFN attention loss: minimising it pushes the heads to attend to different places", y=1.05)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def focal_curves(curves: pd.DataFrame, path=None):
+    """Focal loss against the true class's probability for several gammas (gamma 0 = cross-entropy)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    x = curves.columns[0]
+    for col in curves.columns[1:]:
+        ax.plot(curves[x], curves[col], label=col)
+    ax.set(xlabel=x, ylabel="loss", yscale="log",
+           title="Focal loss: easy frames (high p) stop counting")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def patch_grids(image, grids: dict[str, tuple[list[int], list[int], int]], path=None):
+    """Where SCAN's local patches and CCI's blocks fall on the face: for each panel, the cut positions
+    (rows, cols) on a feature map of stride `stride` pixels, drawn on the resized image."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.3 * len(grids), 3.5))
+    for ax, (title, (rows, cols, stride)) in zip(np.atleast_1d(axes), grids.items()):
+        size = rows[-1] * stride
+        ax.imshow(np.asarray(image), extent=(0, size, size, 0))
+        for r in rows[1:-1]:
+            ax.axhline(r * stride, color="yellow", lw=1.2)
+        for c in cols[1:-1]:
+            ax.axvline(c * stride, color="yellow", lw=1.2)
+        ax.set(title=title, xticks=[], yticks=[])
+    fig.tight_layout()
+    return _save(fig, path)

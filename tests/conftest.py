@@ -37,3 +37,23 @@ def mtl_only(tiny_synthetic, tmp_path_factory):
     shutil.copytree(tiny_synthetic / "cropped_aligned", root / "cropped_aligned")
     shutil.copytree(tiny_synthetic / "annotations" / "MTL_Challenge", root / "annotations" / "MTL_Challenge")
     return root
+
+
+@pytest.fixture
+def overfit():
+    """Adam on one fixed batch until the loss falls below 10% of its start: returns the losses seen."""
+    import torch
+
+    def run(loss_fn, params, steps: int, lr: float):
+        opt = torch.optim.Adam(params, lr=lr)
+        losses = []
+        for _ in range(steps):
+            loss = loss_fn()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if losses[-1] < 0.1 * losses[0]:
+                break
+        return losses
+    return run

@@ -54,6 +54,7 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
 
 @pytest.mark.parametrize("name, cls", [("01_dataset_statistics.ipynb", "StatsConfig"),
                                        ("02_preprocessing_and_augmentation.ipynb", "AugmentConfig"),
+                                       ("03_architectures_and_losses.ipynb", "ArchitecturesConfig"),
                                        ("04_train_dan.ipynb", "TrainConfig")])
 def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
     """The CLI and the notebook must mean the same run when given the same (or no) parameters."""
@@ -78,3 +79,20 @@ def test_02_runs_on_an_mtl_only_root(tmp_path, mtl_only):
     assert "no landmarks in this dataset" in text and "Haar cascade found a face in" in text
     for fig in ("02_crop_align_detect", "02_augmentation_recipes", "02_mixup", "02_sampled_classes", "02_bagging_overlap"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+@pytest.mark.notebooks
+def test_03_traces_the_chosen_models_and_draws_every_loss(tmp_path):
+    out = run("03_architectures_and_losses.ipynb", tmp_path, models="test_dan,regnet_transformer", clip_length=3,
+              toy_steps=20, figures_dir=str(tmp_path / "figures"))
+    text = out.read_text()
+    assert "1x3x888" in text and "2x512x4x4" in text          # the clip of 3 frames; test_dan at 112 px
+    assert "LocalGlobalAttentionBranch" not in text            # models not asked for are not traced
+    for fig in ("03_patch_grids", "03_focal", "03_affinity", "03_partition", "03_ccc_vs_mse", "03_attention_diversity"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+@pytest.mark.notebooks
+def test_03_unknown_model_name_fails_naming_it(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown model 'scan_ccci' \(did you mean 'scan_cci'\?\)"):
+        run("03_architectures_and_losses.ipynb", tmp_path, models="dan,scan_ccci")

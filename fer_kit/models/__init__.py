@@ -1,6 +1,12 @@
 """Every paper's model, created by name: `create_model("dan", num_classes=8)`."""
 from .registry import create_model, list_models, logits_only, register_model
-from . import dan  # noqa: F401  (registers the DAN models)
+from . import dan, ddamfn, multitask, regnet_transformer, scan_cci  # noqa: F401  (register the models)
 from .dan import DAN, DANOutput
+from .ddamfn import DDAMFN, DDAMFNOutput
+from .multitask import DANLandmarks, DANLandmarksOutput
+from .regnet_transformer import RegNetTransformer, RegNetTransformerOutput
+from .scan_cci import SCANCCI, SCANCCIOutput
 
-__all__ = ["create_model", "list_models", "logits_only", "register_model", "DAN", "DANOutput"]
+__all__ = ["create_model", "list_models", "logits_only", "register_model", "DAN", "DANOutput", "DDAMFN",
+           "DDAMFNOutput", "DANLandmarks", "DANLandmarksOutput", "RegNetTransformer", "RegNetTransformerOutput",
+           "SCANCCI", "SCANCCIOutput"]
