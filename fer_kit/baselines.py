@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import metrics
+from .labels import VA_INVALID
 
 
 def _pixels(dataset, size: int) -> np.ndarray:
@@ -44,6 +45,18 @@ def majority_class(train, val) -> dict:
     classes = list(train.table.classes)
     pred = np.full_like(y_va, np.bincount(y_tr, minlength=len(classes)).argmax())
     return metrics.expr_report(y_va, pred, num_classes=len(classes), class_names=classes)
+
+
+def trivial_multitask(train_table, val_table) -> dict:
+    """What knowing only the training label statistics scores on the multi-task split (paper D's P):
+    the training mean VA for every frame (CCC 0), the majority expression, and no AU ever active."""
+    n = len(val_table)
+    va_mean = np.nanmean(train_table.va, axis=0)
+    counts = np.bincount(train_table.labels[train_table.labels >= 0], minlength=len(train_table.classes))
+    outs = {"va": np.tile(va_mean, (n, 1)), "expr": np.tile(np.eye(len(counts))[counts.argmax()], (n, 1)),
+            "au": np.zeros((n, val_table.au.shape[1]))}
+    targets = {"va": np.nan_to_num(val_table.va, nan=VA_INVALID), "expr": val_table.labels, "au": val_table.au}
+    return metrics.mtl_report(outs, targets, val_table.classes)
 
 
 def normalised_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -64,3 +64,31 @@ def parameter_comparison() -> pd.DataFrame:
                      "published parameters": int(r.parameters), "kit parameters": kit,
                      "kit - published": kit - int(r.parameters), "note": r.note})
     return pd.DataFrame(rows)
+
+
+def paper_c_row(report: dict) -> dict[str, float]:
+    """A 7-class validation report in paper C Table 2's columns."""
+    return {"F1": report["p_expr"], "Accuracy": report["accuracy"], "ABAW2020": report["abaw2020"]}
+
+
+def paper_d_row(report: dict, au_f1_mean: float | None = None) -> dict[str, float]:
+    """A multi-task validation report in paper D's columns; `au_f1_mean` replaces the AU F1 (and P),
+    e.g. with per-AU tuned thresholds."""
+    au = report["au_f1_mean"] if au_f1_mean is None else au_f1_mean
+    return {"CCC_V": report["ccc_valence"], "CCC_A": report["ccc_arousal"], "CCC_VA": report["ccc_mean"],
+            "F1_expr": report["p_expr"], "F1_AU": au, "P": report["ccc_mean"] + report["p_expr"] + au}
+
+
+def side_by_side_wide(paper: str, table: str, measured: dict[str, dict[str, float]], dataset: str,
+                      metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A table in the paper's own layout (one row per method, one column per metric, e.g. paper C Table 2:
+    F1, Accuracy, Overall; paper D Table 3: CCC_V ... P): the paper's rows on their dataset, then the
+    kit's measured rows on `dataset`. `metrics` None takes the table's own, in its order."""
+    rep = reported(paper, table)
+    metrics = tuple(dict.fromkeys(rep["metric"])) if metrics is None else metrics
+    rep = rep[rep["metric"].isin(metrics)]
+    wide = rep.pivot_table(index=["dataset", "method"], columns="metric", values="value", sort=False).reset_index()
+    wide.insert(0, "source", f"paper {paper}, {table}")
+    kit = pd.DataFrame([{"source": "fer_kit (this run)", "dataset": dataset, "method": m,
+                         **{k: round(float(v[k]), 4) for k in metrics if k in v}} for m, v in measured.items()])
+    return pd.concat([wide, kit], ignore_index=True)[["source", "dataset", "method", *metrics]]

@@ -17,6 +17,12 @@ def project_dir() -> Path:
     return repo if (repo / "notebooks").is_dir() else Path.cwd()
 
 
+def output_dir() -> Path:
+    """Where relative run folders and figure folders go: the project, or FER_KIT_OUTPUT if set (the
+    test suite sets it, so re-executing the notebooks never overwrites the committed figures)."""
+    return Path(os.environ["FER_KIT_OUTPUT"]) if "FER_KIT_OUTPUT" in os.environ else project_dir()
+
+
 def shown(path: str | Path) -> str:
     """A path as users should see it in outputs: relative to the project, never a machine path."""
     path = Path(path).resolve()

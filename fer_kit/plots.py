@@ -38,15 +38,17 @@ def class_counts(summary: pd.DataFrame, path=None, title="Frames per class"):
     return _save(fig, path)
 
 
-def learning_curves(history: pd.DataFrame, path=None):
+def learning_curves(history: pd.DataFrame, path=None, loss_title="training loss (paper A Eq. 3 and its terms)"):
+    """Training loss terms and the validation numbers the run recorded, per epoch."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    loss_cols = [c for c in history if c.startswith("train_")]
+    loss_cols = [c for c in history if c.startswith("train_") and (history[c] > 0).all()]   # log scale
     history.plot(x="epoch", y=loss_cols, ax=a, marker="o")
-    a.set_title("training loss (paper A Eq. 3 and its terms)")
+    a.set_title(loss_title)
     a.set_yscale("log")
-    history.plot(x="epoch", y=["val_p_expr", "val_accuracy"], ax=b, marker="o")
+    val_cols = [c for c in ("val_p_mtl", "val_ccc_mean", "val_p_expr", "val_accuracy", "val_au_f1_mean") if c in history]
+    history.plot(x="epoch", y=val_cols, ax=b, marker="o")
     b.set_title("validation")
-    b.set_ylim(0, 1)
+    b.set_ylim(min(0, float(history[val_cols].min().min())), max(1, float(history[val_cols].max().max())))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -175,5 +177,36 @@ def patch_grids(image, grids: dict[str, tuple[list[int], list[int], int]], path=
         for c in cols[1:-1]:
             ax.axvline(c * stride, color="yellow", lw=1.2)
         ax.set(title=title, xticks=[], yticks=[])
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ notebook 07: multi-task results
+
+def au_f1_thresholds(fixed: dict[str, float], tuned: dict[str, float], thresholds: dict[str, float], path=None,
+                     title="Per-AU F1 (validation): threshold 0.5 vs tuned per AU"):
+    """Per-AU F1 at 0.5 beside F1 at each AU's tuned threshold (printed above its bar)."""
+    names = list(fixed)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    ax.bar(x - 0.2, [fixed[n] for n in names], 0.4, label="threshold 0.5")
+    bars = ax.bar(x + 0.2, [tuned[n] for n in names], 0.4, label="tuned threshold")
+    for b, n in zip(bars, names):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{thresholds[n]:.2f}", ha="center", fontsize=7)
+    ax.set(xticks=x, xticklabels=names, ylabel="F1", ylim=(0, 1.1), title=title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def va_scatter(va_true: np.ndarray, va_pred: np.ndarray, path=None, title="Valence and arousal: prediction vs truth"):
+    """Predicted against true valence and arousal (frames with a valid VA), with the identity line."""
+    ok = ~(va_true == -5).any(axis=1)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for i, (ax, name) in enumerate(zip(axes, ("valence", "arousal"))):
+        ax.scatter(va_true[ok, i], va_pred[ok, i], s=4, alpha=0.4)
+        ax.plot([-1, 1], [-1, 1], color="black", lw=1)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), xlabel=f"true {name}", ylabel=f"predicted {name}", aspect="equal")
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

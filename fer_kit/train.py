@@ -28,15 +28,15 @@ from tqdm import tqdm
 
 from . import metrics
 from .config import TrainConfig
-from .data.abaw import read_expr_any
+from .data.abaw import read_abaw, read_expr_any
 from .data.table import FrameTable
 from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
 from .data.sources import dataset_root
 from .data.transforms import dan_train_transform, eval_transform
-from .losses import DANLoss
+from .losses import DANLoss, DDAMFNLoss, SCANCCILoss
 from .models import create_model
-from .paths import project_dir, shown
+from .paths import output_dir, shown
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -80,10 +80,12 @@ class ExprData:
         return df
 
 
-def expr_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
-    """Read the train/validation EXPR tables from cfg.data_root, or from the synthetic default."""
+def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
+    """The train/validation tables from cfg.data_root or the synthetic default: EXPR frames, or for
+    task="mtl" every ABAW label (VA, EXPR, AU) per frame from the MTL csv or the per-task files."""
     root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, progress=cfg.progress)
-    train, val = (read_expr_any(root, split, cfg.num_classes) for split in ("Train_Set", "Validation_Set"))
+    read = read_expr_any if cfg.task == "expr" else read_abaw
+    train, val = (read(root, split, cfg.num_classes) for split in ("Train_Set", "Validation_Set"))
     for table in (train, val):
         if len(table) == 0:
             raise ValueError(f"{table.report}: no usable frames left")
@@ -91,24 +93,84 @@ def expr_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
 
 
 def load_expr_data(cfg: TrainConfig) -> ExprData:
-    train, val, source = expr_tables(cfg)
+    """The run's two splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets."""
+    train, val, source = split_tables(cfg)
+    targets = "expr" if cfg.task == "expr" else "mtl"    # VA and AU runs read the multi-task labels
     print(train.report)
     print(val.report)
     return ExprData(
-        train=FrameDataset(train, cfg.image_size, dan_train_transform(), progress=cfg.progress),
-        val=FrameDataset(val, cfg.image_size, eval_transform(), progress=cfg.progress),
+        train=FrameDataset(train, cfg.image_size, dan_train_transform(), progress=cfg.progress, targets=targets),
+        val=FrameDataset(val, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets),
         classes=train.classes, source=source,
     )
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
+    if cfg.model.startswith("ddamfn"):      # paper D: no timm trunk; the task decides the heads
+        tasks = {"mtl": ("VA", "EXPR", "AU"), "expr": ("EXPR",), "va": ("VA",), "au": ("AU",)}[cfg.task]
+        return create_model(cfg.model, tasks=tasks, num_expr=cfg.num_classes, num_heads=cfg.num_heads,
+                            image_size=cfg.image_size)
+    if cfg.model.startswith("scan_cci"):    # paper C: the registry name fixes the ResNet-50 trunk
+        return create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained)
+    if cfg.model.endswith("resnet_classifier"):   # plain CNN baseline (paper C Table 2's ResNet-50)
+        return create_model(cfg.model, num_classes=cfg.num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained)
     return create_model(cfg.model, num_classes=cfg.num_classes, num_heads=cfg.num_heads,
                         backbone=cfg.backbone, pretrained=cfg.pretrained)
 
 
-def build_criterion(cfg: TrainConfig) -> DANLoss:
+def build_criterion(cfg: TrainConfig) -> nn.Module:
+    if cfg.model.startswith("ddamfn"):
+        return DDAMFNLoss(attention_weight=cfg.attention_weight)
+    if cfg.model.startswith("scan_cci"):    # paper C Eq. 4-5: 0.2 L_u + 0.8 sum_i L_i
+        return SCANCCILoss(lam=0.2)
+    if cfg.model.endswith("resnet_classifier"):
+        return nn.CrossEntropyLoss()
     return DANLoss(num_classes=cfg.num_classes, feat_dim=512, gamma=cfg.focal_gamma,
                    affinity_weight=cfg.affinity_weight, partition_weight=cfg.partition_weight)
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, criterion: nn.Module) -> torch.optim.Optimizer:
+    """The paper's optimiser over the model's and the loss's parameters (the affinity centres are learnt).
+
+    cfg.optimizer "adam" (papers A, D): one group at cfg.lr. "sgd" (paper C): momentum cfg.momentum; a
+    model with `parameter_groups` (SCANCCI) gets its trunk at cfg.lr and its branches at cfg.head_lr, and
+    the loss's parameters (if any) join the head group. Weight decay cfg.weight_decay everywhere.
+    """
+    if hasattr(model, "parameter_groups"):
+        groups = model.parameter_groups(cfg.lr, cfg.head_lr)
+        groups[-1]["params"] = list(groups[-1]["params"]) + list(criterion.parameters())
+    else:
+        groups = [{"params": list(model.parameters()) + list(criterion.parameters()), "lr": cfg.lr}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def compute_loss(criterion: nn.Module, out, y) -> dict[str, torch.Tensor]:
+    """The paper's loss on one batch: DAN's terms from (logits, features, heads), or paper D's per-task
+    terms from the multi-task output, each masked where its label is invalid; paper C's 0.2/0.8 sum of
+    the SCAN and CCI terms; plain cross-entropy for a baseline classifier."""
+    if isinstance(criterion, SCANCCILoss):
+        return criterion(out._replace(attention_logits=out.attention_logits.float(),
+                                      region_logits=out.region_logits.float()), y)
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        return {"loss": criterion(out.logits.float(), y)}
+    if isinstance(criterion, DDAMFNLoss):
+        targets = y if isinstance(y, dict) else {"expr": y}
+        return criterion(out, **{k: v for k, v in targets.items() if getattr(out, k) is not None})
+    return criterion(out.logits.float(), out.features.float(), out.heads.float(), y)
+
+
+def set_stage(model: nn.Module, criterion: nn.Module, cfg: TrainConfig, epoch: int) -> str:
+    """Paper D's two schemes: for the first `freeze_epochs` only the task heads train ("custom
+    classifier", no attention loss: the heads it acts on are frozen); afterwards everything does."""
+    if not cfg.freeze_epochs or not hasattr(model, "freeze_features"):
+        return "all"
+    frozen = epoch <= cfg.freeze_epochs
+    model.freeze_features(frozen)
+    if isinstance(criterion, DDAMFNLoss):
+        criterion.attention_weight = 0.0 if frozen else cfg.attention_weight
+    return "heads only" if frozen else "all"
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -140,10 +202,11 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         if step >= total:
             break
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        y = y.to(device)
+        y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
+        n = len(x)
         with _autocast(device):
             out = model(x)
-        parts = criterion(out.logits.float(), out.features.float(), out.heads.float(), y)
+        parts = compute_loss(criterion, out, y)
         loss = parts["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
@@ -154,8 +217,8 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
             nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip_grad)
         optimizer.step()
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v.item() * len(y)
-        n_seen += len(y)
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        n_seen += n
         bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", refresh=False)
     return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
 
@@ -176,9 +239,44 @@ def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.devi
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
+@torch.no_grad()
+def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
+                  progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A multi-task model's outputs over a whole dataset ({"va", "expr", "au"}, AU as probabilities) and
+    the matching targets, in order."""
+    device = torch.device(device)
+    model.eval()
+    outs, targets = {}, {}
+    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
+                     disable=not progress, mininterval=2.0):
+        with _autocast(device):
+            out = model(x.to(device).contiguous(memory_format=torch.channels_last))
+        for k in ("va", "expr", "au"):
+            if getattr(out, k) is not None:
+                v = getattr(out, k).float().cpu()
+                outs.setdefault(k, []).append(v.sigmoid() if k == "au" else v)
+        for k, v in y.items():
+            targets.setdefault(k, []).append(v)
+    return ({k: torch.cat(v).numpy() for k, v in outs.items()}, {k: torch.cat(v).numpy() for k, v in targets.items()})
+
+
+# report key -> how the epoch line names it; each becomes a val_<key> column of the history when present
+VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": "acc", "au_f1_mean": "AU F1"}
+
+
 def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> dict:
+    """Whole-split validation report; its "score" is the run's model-selection metric: P_EXPR (mean F1
+    over 8 classes), or P for multi-task runs.
+
+    With 7 classes (the ABAW 2020 EXPR set) the report adds "abaw2020" = 0.67 F1 + 0.33 accuracy, and the
+    score is that: it was the challenge's measure, and paper C selected its models by it. Both terms are
+    over the whole split; paper C's published code averaged a per-batch F1 instead (notes §4.4).
+    """
+    if getattr(dataset, "targets", "expr") == "mtl":
+        return metrics.task_report(*predict_tasks(model, dataset, batch_size, device), classes)
     logits, labels = predict(model, dataset, batch_size, device)
-    return metrics.expr_report(labels, logits.argmax(1), num_classes=len(classes), class_names=list(classes))
+    report = metrics.expr_report(labels, logits.argmax(1), num_classes=len(classes), class_names=list(classes))
+    return {"score": report.get("abaw2020", report["p_expr"]), **report}
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
@@ -226,22 +324,22 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 
 def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) -> RunResult:
-    """Train cfg.model on the EXPR data, validating every epoch over the whole validation split."""
+    """Train cfg.model on cfg.task's data, validating every epoch over the whole validation split and
+    keeping the checkpoint of the best validation score (P_EXPR; P = CCC + F1 + AU F1 for "mtl")."""
     seed_everything(cfg.seed)
     data = data or load_expr_data(cfg)
     device = select_device(cfg.device)
-    out_dir = project_dir() / cfg.out_dir
+    out_dir = output_dir() / cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(cfg.to_dict(), out_dir / "config.json")
 
     model = build_model(cfg).to(device).to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg).to(device)
-    params = list(model.parameters()) + list(criterion.parameters())   # affinity centres are learnt too
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, model, criterion)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
-        if cfg.weighted_sampling else None
+        if cfg.weighted_sampling and cfg.task == "expr" else None
     # num_workers=0: on a 2-core laptop, worker processes slow training down
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
                         generator=gen, drop_last=len(data.train) > cfg.batch_size)
@@ -261,17 +359,19 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "stage": set_stage(model, criterion, cfg, epoch)}
         row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch))
         scheduler.step()
         seconds = time.perf_counter() - t0
         report = evaluate(model, data.val, data.classes, device=device)
-        row.update(val_p_expr=report["p_expr"], val_accuracy=report["accuracy"], seconds=seconds)
-        row.update({f"f1_{k}": v for k, v in report["per_class_f1"].items()})
+        row.update(seconds=seconds, val_score=report["score"])
+        row.update({f"val_{k}": report[k] for k in VAL_COLUMNS if k in report})
+        row.update({f"f1_{k}": v for k, v in report.get("per_class_f1", {}).items()})
+        shown_metrics = "  ".join(f"{name} {report[k]:.3f}" for k, name in VAL_COLUMNS.items() if k in report)
         history.append(row)
-        print(f"epoch {epoch}: train loss {row['train_loss']:.3f}  val P_EXPR {report['p_expr']:.3f}  "
-              f"acc {report['accuracy']:.3f}  ({seconds:.0f} s)")
-        if best is None or report["p_expr"] > best["p_expr"]:
+        stage = f" [{row['stage']}]" if cfg.freeze_epochs else ""
+        print(f"epoch {epoch}{stage}: train loss {row['train_loss']:.3f}  val {shown_metrics}  ({seconds:.0f} s)")
+        if best is None or report["score"] > best["score"]:
             best = {**report, "epoch": epoch}
             save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
                              "epoch": epoch, "metrics": best}, best_path)
@@ -283,7 +383,8 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
 
     hist = pd.DataFrame(history)
     train_frames = len(data.train) if cfg.max_batches is None else min(len(data.train), cfg.max_batches * cfg.batch_size)
-    summary = {"best": best, "best_epoch": best["epoch"], "final": {k: history[-1][k] for k in ("val_p_expr", "val_accuracy")},
+    final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    summary = {"best": best, "best_epoch": best["epoch"], "final": final,
                "data": {"source": data.source, "train_frames": len(data.train), "val_frames": len(data.val),
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
                "train_images_per_second": train_frames * len(hist) / max(float(hist["seconds"].sum()), 1e-9),
@@ -325,7 +426,7 @@ def main(argv: list[str] | None = None) -> RunResult:
     resume = args.pop("resume")
     cfg = TrainConfig.from_params(args)
     result = fit(cfg, resume=resume)
-    print(f"best validation P_EXPR {result.best['p_expr']:.4f} at epoch {result.best['epoch']}; "
+    print(f"best validation {'P' if cfg.task == 'mtl' else 'P_EXPR'} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
           f"metrics in {shown(result.metrics_path)}")
     return result
 

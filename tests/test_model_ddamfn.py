@@ -321,3 +321,13 @@ def test_whole_model_overfits_32_faces(overfit):
     m = DDAMFN(tasks=("EXPR",))
     losses = overfit(lambda: torch.nn.functional.cross_entropy(m(x).expr, y), m.parameters(), 15, 3e-3)
     assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_smaller_inputs_size_the_global_kernels_to_the_map():
+    m = DDAMFN(image_size=64)
+    assert m.map_size == 4 and m.gdconv.conv.kernel_size == (4, 4)
+    out = m.eval()(torch.randn(2, 3, 64, 64))
+    assert out.heads.shape == (2, 2, 512, 4, 4) and out.embedding.shape == (2, 512) and out.au.shape == (2, 12)
+    assert DDAMFN().map_size == 7
+    with pytest.raises(ValueError, match=r"image_size=64\) expects faces shaped \(B, 3, 64, 64\)"):
+        m(torch.randn(2, 3, 112, 112))

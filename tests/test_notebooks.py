@@ -55,7 +55,8 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
 @pytest.mark.parametrize("name, cls", [("01_dataset_statistics.ipynb", "StatsConfig"),
                                        ("02_preprocessing_and_augmentation.ipynb", "AugmentConfig"),
                                        ("03_architectures_and_losses.ipynb", "ArchitecturesConfig"),
-                                       ("04_train_dan.ipynb", "TrainConfig")])
+                                       ("04_train_dan.ipynb", "TrainConfig"),
+                                       ("07_train_ddamfn_multitask.ipynb", "MultitaskConfig")])
 def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
     """The CLI and the notebook must mean the same run when given the same (or no) parameters."""
     import ast
@@ -96,3 +97,20 @@ def test_03_traces_the_chosen_models_and_draws_every_loss(tmp_path):
 def test_03_unknown_model_name_fails_naming_it(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match=r"unknown model 'scan_ccci' \(did you mean 'scan_cci'\?\)"):
         run("03_architectures_and_losses.ipynb", tmp_path, models="dan,scan_ccci")
+
+
+@pytest.mark.notebooks
+def test_07_small_run_learns_every_task_and_compares(tmp_path, tiny_synthetic):
+    run("07_train_ddamfn_multitask.ipynb", tmp_path, n_frames=600, seed=3, out_dir=str(tmp_path / "run"),
+        figures_dir=str(tmp_path / "figures"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["config"]["task"] == "mtl" and m["config"]["image_size"] == 64
+    best = m["best"]
+    assert best["p_mtl"] == pytest.approx(best["ccc_mean"] + best["p_expr"] + best["au_f1_mean"])
+    assert best["p_mtl"] > m["at_init"]["p_mtl"] and best["p_mtl"] > m["baselines"]["trivial"]["p_mtl"]
+    held = m["au_thresholds"]["held_out"]
+    assert 0 <= held["fixed"] <= 1 and 0 <= held["tuned"] <= 1
+    assert m["au_thresholds"]["same_frames"]["tuned"] >= m["au_thresholds"]["same_frames"]["fixed"]
+    assert set(m["comparisons"]) == {"heads only", "va", "expr", "au"}
+    for fig in ("07_learning_curves", "07_per_class_f1", "07_va_scatter", "07_au_thresholds"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig

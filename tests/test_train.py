@@ -69,3 +69,48 @@ def test_cli_takes_the_notebook_parameter_names(tmp_path, tiny_data, capsys):
 def test_bad_data_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train.load_expr_data(tiny_config(tmp_path, data_root=str(tmp_path / "missing")))
+
+
+@pytest.fixture(scope="module")
+def tiny_mtl(tiny_synthetic):
+    """Multi-task splits, validation cut to 48 frames: DDAMFN is slow on a CPU."""
+    from dataclasses import replace
+
+    from fer_kit.data.dataset import FrameDataset
+
+    data = train.load_expr_data(TrainConfig(n_frames=600, seed=3, model="ddamfn", task="mtl", preset="laptop_d",
+                                            progress=False))
+    val = FrameDataset(data.val.table.subset(range(48)), 64, data.val.transform, progress=False, targets="mtl")
+    return replace(data, val=val)
+
+
+def test_multitask_run_trains_every_head_and_scores_p(tmp_path, tiny_mtl):
+    """Paper D's setting in the one loop: heads only for an epoch, then everything; P = CCC + F1 + AU F1."""
+    x, y = tiny_mtl.train[0]
+    assert set(y) == {"expr", "va", "au"} and y["va"].shape == (2,) and y["au"].shape == (12,)
+    cfg = tiny_config(tmp_path, model="ddamfn", task="mtl", preset="laptop_d", image_size=None, batch_size=8,
+                      epochs=2, freeze_epochs=1, max_batches=2)
+    assert cfg.image_size == 64 and cfg.num_heads == 2
+    result = train.fit(cfg, tiny_mtl)
+    h = result.history
+    assert h["stage"].tolist() == ["heads only", "all"]
+    assert {"val_p_mtl", "val_ccc_mean", "val_au_f1_mean", "train_va", "train_au", "train_attention"} <= set(h.columns)
+    b = result.best
+    assert b["p_mtl"] == pytest.approx(b["ccc_mean"] + b["p_expr"] + b["au_f1_mean"])
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"val_p_mtl", "val_ccc_mean", "val_p_expr", "val_au_f1_mean", "val_score"} <= set(m["final"])
+
+
+def test_heads_only_stage_leaves_the_trunk_untouched(tmp_path, tiny_mtl):
+    cfg = tiny_config(tmp_path, model="ddamfn", task="mtl", preset="laptop_d", image_size=None, batch_size=8,
+                      epochs=1, freeze_epochs=1, max_batches=2)
+    torch.manual_seed(cfg.seed)
+    before = train.build_model(cfg).trunk.stem.conv.weight.detach().clone()   # fit seeds the same way
+    result = train.fit(cfg, tiny_mtl)
+    assert torch.equal(result.model.trunk.stem.conv.weight, before)
+    assert result.history["train_attention"].iloc[0] >= 0
+
+
+def test_mtl_needs_a_multitask_model(tmp_path):
+    with pytest.raises(ValueError, match="task='mtl' needs a model with VA, EXPR and AU heads"):
+        tiny_config(tmp_path, task="mtl")

@@ -292,8 +292,36 @@ def read_abaw(root: str | Path, split: str = "Train_Set", num_classes: int = 8, 
     return table.subset(keep)
 
 
+def _expr_file_classes(root: str | Path, split: str) -> int:
+    """Classes the root's EXPR labels use: the header width of the per-task files, 8 for the MTL csv."""
+    if not has_task(root, "EXPR"):
+        return 8
+    files = sorted((find_task_dir(root, "EXPR") / split).glob("*.txt"))
+    if not files:
+        return 8
+    with open(files[0]) as f:
+        return len(f.readline().split(","))
+
+
+def drop_other(table: FrameTable) -> FrameTable:
+    """The 7-class ABAW 2020 view of an 8-class (ABAW3+) table: frames labelled Other are dropped (and
+    counted in the report); labels 0..6 keep their meaning, as the two sets share that order."""
+    keep = (table.labels >= 0) & (table.labels < 7)
+    out = replace(table.subset(keep), classes=EXPR_CLASSES[:7])
+    out.report = replace(table.report, source=f"{table.report.source}, 7 classes", kept=len(out),
+                         dropped=dict(table.report.dropped))
+    out.report.drop("labelled Other (not in the 7-class ABAW 2020 set)", int((table.labels == 7).sum()))
+    return out
+
+
 def read_expr_any(root: str | Path, split: str = "Train_Set", num_classes: int = 8) -> FrameTable:
-    """EXPR frames from the per-task files if the root has them, else from the MTL csv."""
+    """EXPR frames from the per-task files if the root has them, else from the MTL csv.
+
+    num_classes=7 (ABAW 2020/2021, paper C) on 8-class files (ABAW3+ or the synthetic faces) reads all
+    8 classes and drops the frames labelled Other (`drop_other`); 7-class files are read as they are.
+    """
+    if num_classes == 7 and _expr_file_classes(root, split) == 8:
+        return drop_other(read_expr_any(root, split, 8))
     if has_task(root, "EXPR"):
         return read_expr(root, split, num_classes)
     table = read_abaw(root, split, num_classes)

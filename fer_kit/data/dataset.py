@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..labels import VA_INVALID
 from .table import FrameTable
 from .transforms import crop_face
 
@@ -33,14 +34,31 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+TARGETS = ("expr", "mtl")
+
+
 class FrameDataset(Dataset):
     """Faces and labels of a FrameTable; `preload` decodes everything up front (with a progress bar).
-    Frames with a face box (table.boxes) are cropped around it with `box_margin`."""
+    Frames with a face box (table.boxes) are cropped around it with `box_margin`.
+
+    targets="expr" yields (image, class index); targets="mtl" yields (image, {"expr", "va", "au"}) with
+    ABAW's invalid markers (EXPR -1, VA -5, AU -1), so a frame whose VA is invalid still trains EXPR
+    and the multi-task loss masks each task on its own."""
 
     def __init__(self, table: FrameTable, image_size: int = 112, transform: Callable | None = None,
-                 preload: bool = True, progress: bool = True, box_margin: float = 0.2):
+                 preload: bool = True, progress: bool = True, box_margin: float = 0.2, targets: str = "expr"):
         self.table, self.image_size, self.transform, self.box_margin = table, image_size, transform, box_margin
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}")
+        self.targets = targets
         self.labels = torch.as_tensor(table.labels, dtype=torch.long)
+        if targets == "mtl":
+            missing = [name for name in ("va", "au") if getattr(table, name) is None]
+            if missing:
+                raise ValueError(f"{table.report.source}: multi-task targets need VA and AU labels; this table "
+                                 f"has no {' and no '.join(missing)}")
+            self.va = torch.as_tensor(np.nan_to_num(table.va, nan=VA_INVALID), dtype=torch.float32)   # (N, 2)
+            self.au = torch.as_tensor(table.au, dtype=torch.float32)                                  # (N, 12)
         self.images: torch.Tensor | None = None
         if preload:
             images = torch.empty((len(table), 3, image_size, image_size), dtype=torch.uint8)
@@ -72,4 +90,6 @@ class FrameDataset(Dataset):
         x = self.image(i)
         if self.transform is not None:
             x = self.transform(x)
+        if self.targets == "mtl":
+            return x, {"expr": self.labels[i], "va": self.va[i], "au": self.au[i]}
         return x, self.labels[i]

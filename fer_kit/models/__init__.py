@@ -1,6 +1,6 @@
 """Every paper's model, created by name: `create_model("dan", num_classes=8)`."""
 from .registry import create_model, list_models, logits_only, register_model
-from . import dan, ddamfn, multitask, regnet_transformer, scan_cci  # noqa: F401  (register the models)
+from . import baseline, dan, ddamfn, multitask, regnet_transformer, scan_cci  # noqa: F401  (register the models)
 from .dan import DAN, DANOutput
 from .ddamfn import DDAMFN, DDAMFNOutput
 from .multitask import DANLandmarks, DANLandmarksOutput

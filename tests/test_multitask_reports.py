@@ -1,0 +1,87 @@
+"""Paper D's reports: P over the three tasks, single-task scores, the trivial predictor, its table layout."""
+import numpy as np
+import pytest
+
+from fer_kit import baselines, metrics, papers, plots
+from fer_kit.data.table import DropReport, FrameTable
+from fer_kit.labels import EXPR_CLASSES
+
+
+def _split(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    va = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    va[:5] = np.nan                                                   # invalid VA (ABAW's -5 once read)
+    au = (rng.random((n, 12)) < 0.3).astype(np.float32)
+    au[5:8] = -1
+    labels = rng.integers(0, 8, n)
+    labels[8:10] = -1
+    return FrameTable([f"v{i // 10}/{i:05d}.jpg" for i in range(n)], labels, np.array([f"v{i // 10}" for i in range(n)]),
+                      EXPR_CLASSES, DropReport("test"), va=va, au=au)
+
+
+def _targets(t):
+    return {"va": np.nan_to_num(t.va, nan=-5.0), "expr": t.labels, "au": t.au}
+
+
+def test_task_report_scores_each_task_and_their_sum():
+    t = _split()
+    rng = np.random.default_rng(1)
+    outs = {"va": rng.uniform(-1, 1, (60, 2)), "expr": rng.normal(size=(60, 8)), "au": rng.random((60, 12))}
+    full = metrics.task_report(outs, _targets(t), EXPR_CLASSES)
+    assert full["score"] == pytest.approx(full["ccc_mean"] + full["p_expr"] + full["au_f1_mean"])
+    ok = t.labels >= 0
+    assert full["p_expr"] == pytest.approx(metrics.p_expr(t.labels[ok], outs["expr"][ok].argmax(1)))
+    va_only = metrics.task_report({"va": outs["va"]}, _targets(t), EXPR_CLASSES)
+    assert va_only["score"] == full["ccc_mean"]
+    au_only = metrics.task_report({"au": outs["au"]}, _targets(t), EXPR_CLASSES)
+    assert au_only["score"] == full["au_f1_mean"]
+    with pytest.raises(ValueError, match="no report"):
+        metrics.task_report({"va": outs["va"], "au": outs["au"]}, _targets(t), EXPR_CLASSES)
+
+
+def test_trivial_multitask_predictor():
+    train_t, val_t = _split(seed=2), _split(seed=3)
+    r = baselines.trivial_multitask(train_t, val_t)
+    assert r["ccc_mean"] == 0.0 and r["au_f1_mean"] == 0.0          # constant VA, no AU ever active
+    counts = np.bincount(train_t.labels[train_t.labels >= 0], minlength=8)
+    ok = val_t.labels >= 0
+    pred = np.full(ok.sum(), counts.argmax())
+    assert r["p_expr"] == pytest.approx(metrics.p_expr(val_t.labels[ok], pred))
+    assert r["p_mtl"] == pytest.approx(r["p_expr"])
+
+
+def test_paper_d_table_layout_and_row():
+    report = {"ccc_valence": 0.5, "ccc_arousal": 0.3, "ccc_mean": 0.4, "p_expr": 0.25, "au_f1_mean": 0.45}
+    row = papers.paper_d_row(report)
+    assert row["P"] == pytest.approx(1.1) and row["CCC_VA"] == 0.4
+    tuned = papers.paper_d_row(report, au_f1_mean=0.5)
+    assert tuned["F1_AU"] == 0.5 and tuned["P"] == pytest.approx(1.15)
+    table = papers.side_by_side_wide("D", "Table 3", {"kit": row}, "synthetic")
+    assert list(table.columns) == ["source", "dataset", "method", "CCC_V", "CCC_A", "CCC_VA", "F1_expr", "F1_AU", "P"]
+    reported = table[table["method"] == "DDAMFN fine-tuned (multi-task) + AU thresholds"].iloc[0]
+    assert reported["F1_AU"] == 0.51 and reported["P"] == 1.327                       # paper D Table 3
+    assert table.iloc[-1]["source"].startswith("fer_kit") and table.iloc[-1]["P"] == pytest.approx(1.1)
+
+
+def test_multitask_figures(tmp_path):
+    names = [f"AU{i}" for i in range(12)]
+    plots.au_f1_thresholds(dict.fromkeys(names, 0.3), dict.fromkeys(names, 0.5), dict.fromkeys(names, 0.35),
+                           path=tmp_path / "au.png")
+    va = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    va[:3] = -5
+    plots.va_scatter(va, va * 0.5, path=tmp_path / "va.png")
+    assert (tmp_path / "au.png").stat().st_size > 1000 and (tmp_path / "va.png").stat().st_size > 1000
+
+
+def test_threshold_study_tunes_on_half_the_videos_and_scores_the_other():
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = (rng.random((n, 12)) < 0.3).astype(np.float32)
+    prob = np.clip(0.2 + 0.2 * truth + rng.normal(0, 0.05, (n, 12)), 0, 1)   # miscalibrated: positives ~0.4
+    videos = np.array([f"v{i % 10}" for i in range(n)])
+    study = metrics.au_threshold_study(truth, prob, videos, seed=1)
+    assert study["held_out"]["tuned"] > study["held_out"]["fixed"] + 0.2       # 0.5 misses every positive
+    assert study["same_frames"]["tuned"] >= study["held_out"]["tuned"] - 0.05
+    assert all(0.25 <= v <= 0.4 for v in study["thresholds"].values())
+    with pytest.raises(ValueError, match="two validation videos"):
+        metrics.au_threshold_study(truth, prob, np.array(["v"] * n))
