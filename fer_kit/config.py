@@ -134,8 +134,36 @@ class MultitaskConfig(TrainConfig):
 
     def train_config(self, **changes) -> TrainConfig:
         """The TrainConfig of the main run, or of a comparison run with `changes`."""
-        own = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
-        return TrainConfig(**{**own, **changes})
+        return _as_train_config(self, changes)
+
+
+@dataclass
+class ScanCCIConfig(TrainConfig):
+    """Notebook 06's parameters: paper C's SCAN + CCI on the 7 ABAW 2020 classes, beside a plain CNN.
+    The TrainConfig fields keep their meaning (the SCAN+CCI run is `python -m fer_kit.train` with them)."""
+
+    n_frames: int = 3000
+    num_classes: int = 7
+    model: str = "scan_cci_small"
+    backbone: str = "resnet50"        # the baseline's trunk (scan_cci* always use ResNet-50, as the paper)
+    preset: str = "laptop_c"
+    max_batches: int | None = 40
+    out_dir: str = "runs/06_train_scan_cci"
+    baseline_model: str = "resnet_classifier"   # plain CNN trained with CE beside SCAN+CCI; "" = skip it
+    baseline_out_dir: str = "runs/06_resnet_baseline"
+
+    def train_config(self, **changes) -> TrainConfig:
+        """The SCAN+CCI run as a plain TrainConfig."""
+        return _as_train_config(self, changes)
+
+    def baseline_config(self) -> TrainConfig:
+        """The plain baseline's run: the same data, recipe and seed, another model and run folder."""
+        return _as_train_config(self, {"model": self.baseline_model, "out_dir": self.baseline_out_dir})
+
+
+def _as_train_config(cfg: TrainConfig, changes: dict) -> TrainConfig:
+    own = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig)}
+    return TrainConfig(**{**own, **changes})
 
 
 @dataclass
