@@ -25,15 +25,6 @@ def tiny_synthetic(cache_dir):
     return ensure_synthetic(SyntheticConfig(n_frames=600, seed=3), cache_dir=cache_dir, progress=False)
 
 
-# Committed notebooks that nbval does not re-execute, because their default run alone would take a
-# sixth of CI's budget; tests/test_notebooks.py runs each of them with small parameters instead.
-NBVAL_SKIP = {"07_train_ddamfn_multitask.ipynb"}
-
-
-def pytest_ignore_collect(collection_path, config):
-    return collection_path.suffix == ".ipynb" and collection_path.name in NBVAL_SKIP or None
-
-
 def pytest_collectstart(collector):
     # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
     if collector.fspath and collector.fspath.ext == ".ipynb":
