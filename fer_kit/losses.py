@@ -228,7 +228,8 @@ class DANLandmarkLoss(nn.Module):
       used, i.e. the image that dominates the mix (with lam ~ Beta(0.1, 0.1) most mixes are > 90% one
       image). Pass `affinity_labels=y[perm]` to reproduce the code.
     - Partition (PartitionLoss, paper A Eq. 2) on the heads, which paper E leaves un-log-softmaxed.
-    - Landmark MSE, averaged over B x 68 x 2 coordinates, in normalised coordinates (the image spans
+    - Landmark MSE, averaged over B x 68 x 2 coordinates (frames whose target holds a NaN, i.e. no
+      landmarks, are left out of B), in normalised coordinates (the image spans
       [-1, 1]; `normalize_landmarks`). The code regressed the raw coordinates of its landmark files, whose
       squared error is in px^2: at 224 px thousands of times the CE, and dependent on the image size.
       Normalised, it is on the other terms' scale and resolution-free. Give `image_size` (the size of the
@@ -303,7 +304,10 @@ class DANLandmarkLoss(nn.Module):
                              f"got {tuple(target.shape)}")
         if self.image_size is not None:
             target = normalize_landmarks(target, self.image_size)
-        return F.mse_loss(predicted, target)
+        known = torch.isfinite(target).all(dim=-1).all(dim=-1)      # (B,): frames without landmarks are skipped
+        if not known.any():
+            return predicted.sum() * 0.0                            # a zero that still joins the graph
+        return F.mse_loss(predicted[known], target[known])
 
     def forward(self, output, labels: torch.Tensor, landmarks, affinity_labels: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:

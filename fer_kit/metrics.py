@@ -101,6 +101,40 @@ def lsd_mean_f1(y_true, y_pred) -> float:
     return p_expr(y_true, y_pred, num_classes=6)
 
 
+def lsd_report(y_true, y_pred, class_names: Sequence[str] | None = None) -> dict:
+    """expr_report over the 6 LSD classes, with the challenge's score under its own name."""
+    report = expr_report(y_true, y_pred, num_classes=6, class_names=class_names)
+    return {"lsd_mean_f1": report["p_expr"], **report}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Landmarks (paper E's auxiliary task).
+
+OUTER_EYE_CORNERS = (36, 45)   # iBUG 68-point indices; their distance normalises the error (300-W's NME)
+
+
+def landmark_errors(pred, true, size: float = 112.0) -> dict:
+    """Landmark error of predictions (N, 68, 2) against targets, both in the kit's normalised coordinates
+    (the image spans [-1, 1]). Frames whose target has a NaN are skipped.
+
+    "landmark_error_px": mean point-to-point distance in pixels of a size x size crop (ABAW's 112);
+    "landmark_nme": the same distance over the outer-eye-corner distance, per frame, averaged (300-W's
+    inter-ocular NME); "landmark_frames": how many frames were scored.
+    """
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)    # NaN targets = no landmarks
+    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"landmarks must be (N, points, 2) alike; got {pred.shape} and {true.shape}")
+    keep = np.isfinite(true).all(axis=(1, 2))
+    if not keep.any():
+        return {"landmark_error_px": float("nan"), "landmark_nme": float("nan"), "landmark_frames": 0}
+    p, t = pred[keep] * size / 2, true[keep] * size / 2                         # normalised -> px of the crop
+    dist = np.linalg.norm(p - t, axis=2)                                          # (n, 68)
+    i, j = OUTER_EYE_CORNERS
+    interocular = np.linalg.norm(t[:, i] - t[:, j], axis=1)                      # (n,)
+    return {"landmark_error_px": float(dist.mean()), "landmark_nme": float((dist.mean(1) / interocular).mean()),
+            "landmark_frames": int(keep.sum())}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Valence/arousal: concordance correlation coefficient.
 

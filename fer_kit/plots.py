@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
 
 def _save(fig, path: str | Path | None):
@@ -45,7 +46,8 @@ def learning_curves(history: pd.DataFrame, path=None, loss_title="training loss 
     history.plot(x="epoch", y=loss_cols, ax=a, marker="o")
     a.set_title(loss_title)
     a.set_yscale("log")
-    val_cols = [c for c in ("val_p_mtl", "val_ccc_mean", "val_p_expr", "val_accuracy", "val_au_f1_mean") if c in history]
+    val_cols = [c for c in ("val_p_mtl", "val_ccc_mean", "val_p_expr", "val_accuracy", "val_au_f1_mean",
+                            "val_landmark_nme") if c in history]
     history.plot(x="epoch", y=val_cols, ax=b, marker="o")
     b.set_title("validation")
     b.set_ylim(min(0, float(history[val_cols].min().min())), max(1, float(history[val_cols].max().max())))
@@ -210,3 +212,70 @@ def va_scatter(va_true: np.ndarray, va_pred: np.ndarray, path=None, title="Valen
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def model_scores(scores: dict[str, float], references: dict[str, float] | None = None, path=None,
+                 metric: str = "P_EXPR", title: str = "Validation score per model"):
+    """One bar per trained model, dashed lines for the reference points (initialisation, trivial predictor)."""
+    fig, ax = plt.subplots(figsize=(1.3 * len(scores) + 2.5, 3.2))
+    names = list(scores)
+    bars = ax.bar(names, [scores[n] for n in names], color=sns.color_palette("deep", len(names)))
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, ls=style, c="0.3", lw=1, label=f"{name} {value:.3f}")
+    if references:
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set(ylabel=metric, title=title, ylim=(0, max(1.0, max(scores.values()) * 1.1)))
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def video_timeline(truth: np.ndarray, predictions: dict[str, np.ndarray], classes: Sequence[str], path=None,
+                   title: str = "One validation video, frame by frame"):
+    """The true class of every frame of a video and each model's prediction, one row each: flicker
+    between frames is what temporal models are meant to remove."""
+    rows = {"truth": np.asarray(truth), **{k: np.asarray(v) for k, v in predictions.items()}}
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    cmap = plt.get_cmap("tab10", len(classes))
+    ax.imshow(np.stack(list(rows.values())), aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5,
+              interpolation="nearest")
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_xlabel("frame")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in range(len(classes))]
+    ax.legend(handles, classes, ncol=len(classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 4 else -0.2))
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _picks(n_items: int, n: int) -> np.ndarray:
+    return np.linspace(0, n_items - 1, min(n, n_items)).astype(int)
+
+
+def domains_with_landmarks(datasets: dict, n: int = 8, path=None, title="The two domains, with their landmarks"):
+    """A row of evenly spaced faces per dataset (FrameDataset with targets="landmarks"), with their
+    68 landmark targets drawn in pixels."""
+    from .data.plots import image_rows
+    from .losses import denormalize_landmarks
+
+    rows, points = {}, {}
+    for name, ds in datasets.items():
+        idx = _picks(len(ds), n)
+        rows[name] = [ds.image(i) for i in idx]
+        points[name] = [denormalize_landmarks(ds.landmarks[i], ds.image_size).numpy() for i in idx]
+    return image_rows(rows, points, path=path, title=title)
+
+
+def landmark_predictions(dataset, predicted: np.ndarray, n: int = 8, path=None, title="Landmarks: truth and prediction"):
+    """The same faces twice: the landmark targets above, a model's predictions (normalised, (N, 68, 2))
+    below."""
+    from .data.plots import image_rows
+    from .losses import denormalize_landmarks
+
+    idx = _picks(len(dataset), n)
+    faces = [dataset.image(i) for i in idx]
+    px = lambda pts: denormalize_landmarks(torch.as_tensor(pts), dataset.image_size).numpy()
+    return image_rows({"truth": faces, "predicted": faces},
+                      {"truth": [px(dataset.landmarks[i]) for i in idx], "predicted": [px(predicted[i]) for i in idx]},
+                      path=path, title=title)

@@ -2,8 +2,9 @@
 
 Used by the notebooks and by the command line, which take the same parameter names:
     python -m fer_kit.train --epochs 8 --batch_size 64
-A run folder holds config.json, history.csv, metrics.json, best.pt (best validation P_EXPR) and last.pt
-(for resuming); checkpoints are written atomically and read back with `weights_only=True`.
+A run folder holds config.json, history.csv, metrics.json, best.pt (best validation score), last.pt
+(for resuming) and figures/ (learning curves, per-class F1, confusion matrix); checkpoints are written
+atomically and read back with `weights_only=True`.
 """
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import metrics
-from .config import TrainConfig
+from .config import TrainConfig, is_lsd_model
 from .data.abaw import read_abaw, read_expr_any
+from .data.clips import ClipDataset
 from .data.table import FrameTable
 from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
-from .data.sources import dataset_root
+from .data.sources import dataset_root, lsd_tables
 from .data.transforms import dan_train_transform, eval_transform
-from .losses import DANLoss, DDAMFNLoss, SCANCCILoss
+from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss, denormalize_landmarks
 from .models import create_model
 from .paths import output_dir, shown
 
@@ -67,8 +69,8 @@ def seed_everything(seed: int) -> None:
 class ExprData:
     """The two splits of an expression dataset, ready for training."""
 
-    train: FrameDataset
-    val: FrameDataset
+    train: FrameDataset | ClipDataset
+    val: FrameDataset | ClipDataset
     classes: tuple[str, ...]
     source: str
 
@@ -82,8 +84,14 @@ class ExprData:
 
 def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
     """The train/validation tables from cfg.data_root or the synthetic default: EXPR frames, or for
-    task="mtl" every ABAW label (VA, EXPR, AU) per frame from the MTL csv or the per-task files."""
-    root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, progress=cfg.progress)
+    task="mtl" every ABAW label (VA, EXPR, AU) per frame from the MTL csv or the per-task files; for
+    paper E's models the 6 LSD classes with landmarks, validation in cfg.val_style (`lsd_tables`)."""
+    if is_lsd_model(cfg.model):
+        return lsd_tables(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, cfg.style, cfg.val_style, cfg.progress)
+    root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, style=cfg.style,
+                                progress=cfg.progress)
+    if cfg.val_style and cfg.val_style != cfg.style and cfg.data_root is None:
+        raise ValueError("val_style is paper E's domain shift (model dan_landmarks); other runs use one style")
     read = read_expr_any if cfg.task == "expr" else read_abaw
     train, val = (read(root, split, cfg.num_classes) for split in ("Train_Set", "Validation_Set"))
     for table in (train, val):
@@ -93,16 +101,27 @@ def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
 
 
 def load_expr_data(cfg: TrainConfig) -> ExprData:
-    """The run's two splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets."""
+    """The run's two splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets; with
+    clip_length > 1 (paper B) clips of that many consecutive frames of one video."""
     train, val, source = split_tables(cfg)
-    targets = "expr" if cfg.task == "expr" else "mtl"    # VA and AU runs read the multi-task labels
+    targets = "landmarks" if is_lsd_model(cfg.model) else "expr" if cfg.task == "expr" else "mtl"
     print(train.report)
     print(val.report)
-    return ExprData(
+    data = ExprData(
         train=FrameDataset(train, cfg.image_size, dan_train_transform(), progress=cfg.progress, targets=targets),
         val=FrameDataset(val, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets),
         classes=train.classes, source=source,
     )
+    return as_clips(data, cfg.clip_length)
+
+
+def as_clips(data: ExprData, clip_length: int) -> ExprData:
+    """The same frames cut into clips of `clip_length` (paper B), or back to single frames for 1; the
+    decoded frames are shared, not copied."""
+    def view(ds):
+        frames = ds.frames if isinstance(ds, ClipDataset) else ds
+        return frames if clip_length == 1 else ClipDataset(frames, clip_length)
+    return ExprData(train=view(data.train), val=view(data.val), classes=data.classes, source=data.source)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -112,19 +131,47 @@ def build_model(cfg: TrainConfig) -> nn.Module:
                             image_size=cfg.image_size)
     if cfg.model.startswith("scan_cci"):    # paper C: the registry name fixes the ResNet-50 trunk
         return create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained)
+    if cfg.model.startswith("regnet_transformer"):   # paper B: the variant picks the concatenated branches
+        return create_model(cfg.model, num_classes=cfg.num_classes, variant=cfg.variant, backbone=cfg.backbone,
+                            pretrained=cfg.pretrained)
     if cfg.model.endswith("resnet_classifier"):   # plain CNN baseline (paper C Table 2's ResNet-50)
         return create_model(cfg.model, num_classes=cfg.num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained)
+    if is_lsd_model(cfg.model):                   # paper E: DAN emotion branch + appearance branch
+        return create_model(cfg.model, num_classes=cfg.num_classes, num_heads=cfg.num_heads, backbone=cfg.backbone,
+                            landmark_backbone=cfg.landmark_backbone, pretrained=cfg.pretrained)
     return create_model(cfg.model, num_classes=cfg.num_classes, num_heads=cfg.num_heads,
                         backbone=cfg.backbone, pretrained=cfg.pretrained)
 
 
-def build_criterion(cfg: TrainConfig) -> nn.Module:
+def init_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
+    """Start a model from another run's checkpoint: every tensor whose name and shape match is copied,
+    the rest keeps its initialisation (e.g. paper B's clip models start from the per-frame model's trunk,
+    the role ImageNet weights play in the paper). Returns how many tensors were loaded and left."""
+    path = Path(path) if Path(path).is_absolute() else output_dir() / path
+    state = load_checkpoint(path)
+    state = state.get("model", state)
+    own = model.state_dict()
+    match = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not match:
+        raise ValueError(f"{shown(path)} shares no tensor (same name and shape) with {type(model).__name__}; "
+                         "is it a checkpoint of this kind of model?")
+    model.load_state_dict(match, strict=False)
+    return {"loaded": len(match), "kept_init": len(own) - len(match)}
+
+
+def build_criterion(cfg: TrainConfig, class_counts=None) -> nn.Module:
+    """The paper's loss; `class_counts` (training frames per class) set paper E's CE weights 1 - n_c/N."""
+    if is_lsd_model(cfg.model):   # paper E: weighted CE + affinity + partition + landmark MSE
+        return DANLandmarkLoss(class_counts=class_counts, num_classes=cfg.num_classes, affinity_weight=cfg.affinity_weight,
+                               partition_weight=cfg.partition_weight, landmark_weight=cfg.landmark_weight)
     if cfg.model.startswith("ddamfn"):
         return DDAMFNLoss(attention_weight=cfg.attention_weight)
     if cfg.model.startswith("scan_cci"):    # paper C Eq. 4-5: 0.2 L_u + 0.8 sum_i L_i
         return SCANCCILoss(lam=0.2)
     if cfg.model.endswith("resnet_classifier"):
         return nn.CrossEntropyLoss()
+    if cfg.model.startswith("regnet_transformer"):   # paper B: focal loss on every (non-padding) frame
+        return SequenceFocalLoss(gamma=cfg.focal_gamma)
     return DANLoss(num_classes=cfg.num_classes, feat_dim=512, gamma=cfg.focal_gamma,
                    affinity_weight=cfg.affinity_weight, partition_weight=cfg.partition_weight)
 
@@ -153,8 +200,11 @@ def compute_loss(criterion: nn.Module, out, y) -> dict[str, torch.Tensor]:
     if isinstance(criterion, SCANCCILoss):
         return criterion(out._replace(attention_logits=out.attention_logits.float(),
                                       region_logits=out.region_logits.float()), y)
-    if isinstance(criterion, nn.CrossEntropyLoss):
+    if isinstance(criterion, (nn.CrossEntropyLoss, SequenceFocalLoss)):
         return {"loss": criterion(out.logits.float(), y)}
+    if isinstance(criterion, DANLandmarkLoss):
+        out = out._replace(**{k: getattr(out, k).float() for k in ("logits", "features", "heads", "landmarks")})
+        return criterion(out, y["expr"], y["landmarks"])
     if isinstance(criterion, DDAMFNLoss):
         targets = y if isinstance(y, dict) else {"expr": y}
         return criterion(out, **{k: v for k, v in targets.items() if getattr(out, k) is not None})
@@ -190,6 +240,12 @@ def _autocast(device: torch.device):
     return nullcontext()
 
 
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images go channels_last (faster convolutions on CPU); clips (B, T, 3, H, W) stay as they are."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int) -> dict[str, float]:
     model.train()
     criterion.train()
@@ -201,7 +257,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
     for step, (x, y) in enumerate(bar):
         if step >= total:
             break
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = _to_device(x, device)
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
         n = len(x)
         with _autocast(device):
@@ -226,17 +282,29 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
 @torch.no_grad()
 def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Logits for every sample of a dataset, in order, and the labels (for whole-split metrics)."""
+    """Logits (N, C) for every frame of a dataset and the labels (N,), in the table's frame order (for
+    whole-split metrics). For clip datasets the padding is dropped: each real frame counts once."""
     device = torch.device(device)
     model.eval()
     logits, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    clips = isinstance(dataset, ClipDataset)
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // dataset.clip_length) if clips else batch_size,
+                        shuffle=False)
     for x, y in tqdm(loader, desc="predicting", unit="batch", disable=not progress, mininterval=2.0):
         with _autocast(device):
-            out = model(x.to(device).contiguous(memory_format=torch.channels_last))
-        logits.append((out.logits if hasattr(out, "logits") else out).float().cpu())
+            out = model(_to_device(x, device))
+        z = (out.logits if hasattr(out, "logits") else out).float().cpu()
+        if clips:                                   # (B, T, C), (B, T) -> the real frames only
+            keep = y >= 0
+            z, y = z[keep], y[keep]
+        logits.append(z)
         labels.append(y)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    logits, labels = torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    if clips:                                       # clip order -> the table's frame order
+        order = dataset.index.reshape(-1)
+        order = order[order >= 0]
+        logits[order], labels[order] = logits.copy(), labels.copy()
+    return logits, labels
 
 
 @torch.no_grad()
@@ -261,7 +329,24 @@ def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torc
 
 
 # report key -> how the epoch line names it; each becomes a val_<key> column of the history when present
-VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": "acc", "au_f1_mean": "AU F1"}
+VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": "acc", "au_f1_mean": "AU F1",
+               "landmark_nme": "landmark NME"}
+
+
+@torch.no_grad()
+def predict_landmarks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Paper E's two outputs over a whole dataset: logits (N, C), labels (N,), predicted and target
+    landmarks (N, 68, 2) in normalised coordinates."""
+    device = torch.device(device)
+    model.eval()
+    cols = {"logits": [], "labels": [], "pred": [], "true": []}
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with _autocast(device):
+            out = model(_to_device(x, device))
+        for k, v in zip(cols, (out.logits, y["expr"], out.landmarks, y["landmarks"])):
+            cols[k].append(v.float().cpu() if v.is_floating_point() else v)
+    return tuple(torch.cat(v).numpy() for v in cols.values())
 
 
 def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> dict:
@@ -269,11 +354,16 @@ def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> di
     over 8 classes), or P for multi-task runs.
 
     With 7 classes (the ABAW 2020 EXPR set) the report adds "abaw2020" = 0.67 F1 + 0.33 accuracy, and the
-    score is that: it was the challenge's measure, and paper C selected its models by it. Both terms are
+    score is that: it was the challenge's measure, and paper C selected its models by it. Paper E's
+    6-class runs score the LSD mean F1 and add the landmark error. Both terms are
     over the whole split; paper C's published code averaged a per-batch F1 instead (notes §4.4).
     """
     if getattr(dataset, "targets", "expr") == "mtl":
         return metrics.task_report(*predict_tasks(model, dataset, batch_size, device), classes)
+    if getattr(dataset, "targets", "expr") == "landmarks":      # paper E: LSD mean F1 over 6, landmark error
+        logits, labels, pred, true = predict_landmarks(model, dataset, batch_size, device)
+        report = metrics.lsd_report(labels, logits.argmax(1), class_names=list(classes))
+        return {"score": report["lsd_mean_f1"], **report, **metrics.landmark_errors(pred, true)}
     logits, labels = predict(model, dataset, batch_size, device)
     report = metrics.expr_report(labels, logits.argmax(1), num_classes=len(classes), class_names=list(classes))
     return {"score": report.get("abaw2020", report["p_expr"]), **report}
@@ -333,13 +423,17 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(cfg.to_dict(), out_dir / "config.json")
 
-    model = build_model(cfg).to(device).to(memory_format=torch.channels_last)
-    criterion = build_criterion(cfg).to(device)
+    model = build_model(cfg)
+    if cfg.init_from and not (resume and (out_dir / "last.pt").exists()):
+        counts = init_weights(model, cfg.init_from)
+        print(f"initialised from {cfg.init_from}: {counts['loaded']} tensors loaded, {counts['kept_init']} new")
+    model = model.to(device).to(memory_format=torch.channels_last)
+    criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
-        if cfg.weighted_sampling and cfg.task == "expr" else None
+        if cfg.weighted_sampling and cfg.task == "expr" and cfg.clip_length == 1 else None   # paper B: none for clips
     # num_workers=0: on a 2-core laptop, worker processes slow training down
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
                         generator=gen, drop_last=len(data.train) > cfg.batch_size)
@@ -382,7 +476,8 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
 
     hist = pd.DataFrame(history)
-    train_frames = len(data.train) if cfg.max_batches is None else min(len(data.train), cfg.max_batches * cfg.batch_size)
+    train_frames = (len(data.train) if cfg.max_batches is None else min(len(data.train), cfg.max_batches * cfg.batch_size)) \
+        * getattr(data.train, "clip_length", 1)
     final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     summary = {"best": best, "best_epoch": best["epoch"], "final": final,
                "data": {"source": data.source, "train_frames": len(data.train), "val_frames": len(data.val),
@@ -391,9 +486,29 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
                "device": device.type, "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     _write_json(summary, metrics_path)
+    save_run_figures(hist, best, out_dir)
     state = load_checkpoint(best_path)
     model.load_state_dict(state["model"])
     return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path)
+
+
+def save_run_figures(history: pd.DataFrame, best: dict, out_dir: Path) -> list[Path]:
+    """The run folder's own pictures (learning curves; per-class F1 and confusion matrix where the task
+    has classes), so a command-line run leaves what a notebook shows. Each figure is closed at once:
+    inside a notebook it is not drawn a second time."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    folder = out_dir / "figures"
+    drawn = {"learning_curves": lambda p: plots.learning_curves(history, path=p, loss_title="training loss")}
+    if "per_class_f1" in best:
+        drawn["per_class_f1"] = lambda p: plots.per_class_f1(best["per_class_f1"], path=p)
+        drawn["confusion"] = lambda p: plots.confusion_matrix(best["confusion"], list(best["per_class_f1"]), path=p)
+    paths = []
+    for name, draw in drawn.items():
+        paths.append(folder / f"{name}.png")
+        plt.close(draw(paths[-1]))
+    return paths
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -426,7 +541,9 @@ def main(argv: list[str] | None = None) -> RunResult:
     resume = args.pop("resume")
     cfg = TrainConfig.from_params(args)
     result = fit(cfg, resume=resume)
-    print(f"best validation {'P' if cfg.task == 'mtl' else 'P_EXPR'} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
+    score = ("P" if cfg.task == "mtl" else "LSD mean F1" if is_lsd_model(cfg.model)
+             else "ABAW2020" if cfg.num_classes == 7 else "P_EXPR")
+    print(f"best validation {score} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
           f"metrics in {shown(result.metrics_path)}")
     return result
 

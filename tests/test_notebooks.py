@@ -56,7 +56,10 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
                                        ("02_preprocessing_and_augmentation.ipynb", "AugmentConfig"),
                                        ("03_architectures_and_losses.ipynb", "ArchitecturesConfig"),
                                        ("04_train_dan.ipynb", "TrainConfig"),
-                                       ("07_train_ddamfn_multitask.ipynb", "MultitaskConfig")])
+                                       ("05_train_regnet_transformer.ipynb", "ClipConfig"),
+                                       ("06_train_scan_cci.ipynb", "ScanCCIConfig"),
+                                       ("07_train_ddamfn_multitask.ipynb", "MultitaskConfig"),
+                                       ("08_learning_from_synthetic_data.ipynb", "SyntheticShiftConfig")])
 def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
     """The CLI and the notebook must mean the same run when given the same (or no) parameters."""
     import ast
@@ -113,4 +116,31 @@ def test_07_small_run_learns_every_task_and_compares(tmp_path, tiny_synthetic):
     assert m["au_thresholds"]["same_frames"]["tuned"] >= m["au_thresholds"]["same_frames"]["fixed"]
     assert set(m["comparisons"]) == {"heads only", "va", "expr", "au"}
     for fig in ("07_learning_curves", "07_per_class_f1", "07_va_scatter", "07_au_thresholds"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+@pytest.mark.notebooks
+def test_05_small_run_learns_per_frame_and_over_clips(tmp_path, tiny_synthetic):
+    run("05_train_regnet_transformer.ipynb", tmp_path, n_frames=2000, seed=3, epochs=4, clip_length=8, image_size=48,
+        out_dir=str(tmp_path / "frame"), figures_dir=str(tmp_path / "figures"))
+    m = json.loads((tmp_path / "05_combine" / "metrics.json").read_text())
+    assert m["config"]["clip_length"] == 8 and m["config"]["init_from"].endswith("frame/best.pt")
+    assert set(m["variants"]) == {"only_att", "only_trans", "combine"}
+    for score in (m["per_frame"]["p_expr"], m["best"]["p_expr"]):
+        assert score > m["at_init"]["p_expr"] and score > m["baselines"]["majority_class"]["p_expr"]
+    for fig in ("05_model_scores", "05_timeline", "05_learning_curves", "05_per_class_f1"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+@pytest.mark.notebooks
+def test_08_small_run_learns_across_the_style_shift(tmp_path, tiny_synthetic):
+    run("08_learning_from_synthetic_data.ipynb", tmp_path, n_frames=1500, seed=3, epochs=3, image_size=48, compare=False,
+        out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    best = m["best"]
+    assert m["config"]["style"] == "cartoon" and m["config"]["val_style"] == "photo"
+    assert best["lsd_mean_f1"] > m["at_init"]["lsd_mean_f1"]
+    assert best["lsd_mean_f1"] > m["baselines"]["majority_class"]["lsd_mean_f1"]
+    assert best["landmark_nme"] < 1 and "in_domain" in m and "no_landmarks" not in m
+    for fig in ("08_domains", "08_domain_gap", "08_landmarks", "08_learning_curves"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig

@@ -21,7 +21,8 @@ def tiny_data(tiny_synthetic):
 def test_fit_writes_a_complete_run_folder(tmp_path, tiny_data):
     result = train.fit(tiny_config(tmp_path, epochs=2), tiny_data)
     run = tmp_path / "run"
-    for name in ("config.json", "history.csv", "metrics.json", "best.pt", "last.pt"):
+    for name in ("config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "figures/learning_curves.png",
+                 "figures/per_class_f1.png", "figures/confusion.png"):
         assert (run / name).exists(), name
     m = json.loads((run / "metrics.json").read_text())
     assert m["config"]["epochs"] == 2 and len(result.history) == 2
@@ -114,3 +115,19 @@ def test_heads_only_stage_leaves_the_trunk_untouched(tmp_path, tiny_mtl):
 def test_mtl_needs_a_multitask_model(tmp_path):
     with pytest.raises(ValueError, match="task='mtl' needs a model with VA, EXPR and AU heads"):
         tiny_config(tmp_path, task="mtl")
+
+
+def test_cli_and_notebook_mean_the_same_multitask_run(tmp_path, tiny_synthetic, capsys):
+    """Notebook 07's main run is `train.fit(MultitaskConfig(...).train_config())`; the CLI with the same
+    names and values must reproduce its metrics exactly."""
+    from fer_kit.config import MultitaskConfig
+
+    values = dict(n_frames=600, seed=3, batch_size=8, epochs=2, freeze_epochs=1, max_batches=2, progress=False)
+    nb = train.fit(MultitaskConfig(**values, out_dir=str(tmp_path / "nb")).train_config())
+    argv = ["--model", "ddamfn", "--task", "mtl", "--preset", "laptop_d", "--weighted_sampling", "False"]
+    for k, v in {**values, "out_dir": str(tmp_path / "cli")}.items():
+        argv += [f"--{k}", str(v)]
+    cli = train.main(argv)
+    assert "best validation P " in capsys.readouterr().out
+    assert cli.best["p_mtl"] == nb.best["p_mtl"] and cli.best["ccc_mean"] == nb.best["ccc_mean"]
+    assert cli.history["train_loss"].tolist() == nb.history["train_loss"].tolist()

@@ -34,7 +34,7 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-TARGETS = ("expr", "mtl")
+TARGETS = ("expr", "mtl", "landmarks")
 
 
 class FrameDataset(Dataset):
@@ -43,7 +43,10 @@ class FrameDataset(Dataset):
 
     targets="expr" yields (image, class index); targets="mtl" yields (image, {"expr", "va", "au"}) with
     ABAW's invalid markers (EXPR -1, VA -5, AU -1), so a frame whose VA is invalid still trains EXPR
-    and the multi-task loss masks each task on its own."""
+    and the multi-task loss masks each task on its own. targets="landmarks" (paper E) yields (image,
+    {"expr", "landmarks"}): the 68 points in normalised coordinates (the image spans [-1, 1], see
+    `fer_kit.losses.normalize_landmarks`), moved by every geometric step of the transform with the image,
+    NaN where a frame has none (the loss then skips it)."""
 
     def __init__(self, table: FrameTable, image_size: int = 112, transform: Callable | None = None,
                  preload: bool = True, progress: bool = True, box_margin: float = 0.2, targets: str = "expr"):
@@ -59,6 +62,11 @@ class FrameDataset(Dataset):
                                  f"has no {' and no '.join(missing)}")
             self.va = torch.as_tensor(np.nan_to_num(table.va, nan=VA_INVALID), dtype=torch.float32)   # (N, 2)
             self.au = torch.as_tensor(table.au, dtype=torch.float32)                                  # (N, 12)
+        if targets == "landmarks":
+            if table.landmarks is None:
+                raise ValueError(f"{table.report.source}: landmark targets need a table with landmarks "
+                                 "(fer_kit.data.abaw.read_landmarks); this one has none")
+            self.landmarks = self._normalised_landmarks(table)                                     # (N, 68, 2)
         self.images: torch.Tensor | None = None
         if preload:
             images = torch.empty((len(table), 3, image_size, image_size), dtype=torch.uint8)
@@ -83,11 +91,46 @@ class FrameDataset(Dataset):
                                                 antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
         return x
 
+    @staticmethod
+    def _normalised_landmarks(table: FrameTable) -> torch.Tensor:
+        """Pixel landmarks of each image file -> [-1, 1] coordinates, which do not change when the image
+        is resized to the network's size (the file's size is read from its header, not decoded)."""
+        from ..losses import normalize_landmarks      # losses import torch only; kept local to stay light
+        sizes: dict[tuple, tuple[int, int]] = {}
+        out = torch.full((len(table), *table.landmarks.shape[1:]), float("nan"))
+        for i, pts in enumerate(table.landmarks):
+            if not np.isfinite(pts).all():
+                continue
+            if table.images is not None:
+                hw = table.images.shape[1:3]
+            else:
+                try:
+                    with Image.open(table.paths[i]) as im:
+                        hw = im.size[::-1]
+                except FileNotFoundError:
+                    raise FileNotFoundError(f"image not found: {table.paths[i]}") from None
+            out[i] = normalize_landmarks(torch.from_numpy(pts), hw)
+        return out
+
+    def _with_landmarks(self, x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..losses import denormalize_landmarks, normalize_landmarks
+        from .transforms import apply_with_landmarks
+        pts = self.landmarks[i]
+        if self.transform is None:
+            return x, pts
+        if not torch.isfinite(pts).all():          # nothing to move: transform the image alone
+            return self.transform(x), pts
+        x, moved = apply_with_landmarks(self.transform, x, denormalize_landmarks(pts, x.shape[-2:]))
+        return x, normalize_landmarks(moved, x.shape[-2:])
+
     def image(self, i: int) -> torch.Tensor:
         return self.images[i] if self.images is not None else self._decode(i)
 
     def __getitem__(self, i: int):
         x = self.image(i)
+        if self.targets == "landmarks":
+            x, pts = self._with_landmarks(x, i)
+            return x, {"expr": self.labels[i], "landmarks": pts}
         if self.transform is not None:
             x = self.transform(x)
         if self.targets == "mtl":

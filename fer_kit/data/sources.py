@@ -5,9 +5,14 @@ and cached, so switching to real Aff-Wild2 is one parameter and no code.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from .abaw import SPLITS, read_abaw, read_landmarks
+import numpy as np
+
+from ..labels import LSD_CLASSES
+from .abaw import SPLITS, read_abaw, read_expr_any, read_landmarks
+from .lsd import read_lsd
 from .synthetic import SyntheticConfig, ensure_synthetic
 from .table import FrameTable
 
@@ -35,3 +40,43 @@ def load_splits(root: str | Path, num_classes: int = 8, landmarks: bool = True) 
             table = read_landmarks(root, table)
         tables[split] = table
     return tables
+
+
+def to_lsd(table: FrameTable) -> FrameTable:
+    """The 6-class LSD view of an Aff-Wild2 table: Neutral and Other frames dropped (and counted),
+    labels 1..6 become 0..5 (labels.LSD_CLASSES, the Aff-Wild2 order without Neutral)."""
+    keep = (table.labels >= 1) & (table.labels <= 6)
+    out = table.subset(keep)
+    out = replace(out, labels=out.labels - 1, classes=LSD_CLASSES)
+    out.report = replace(table.report, source=f"{table.report.source}, 6 LSD classes", kept=len(out),
+                         dropped=dict(table.report.dropped))
+    out.report.drop("Neutral, Other or no expression (not LSD classes)", int((~keep).sum()))
+    return out
+
+
+def lsd_tables(data_root: str | None = None, n_frames: int = 10_000, balance: str = "sqrt", seed: int = 0,
+               style: str = "cartoon", val_style: str | None = "photo", progress: bool = True
+               ) -> tuple[FrameTable, FrameTable, str]:
+    """Paper E's data: 6-class training faces of one domain with 68 landmarks, validation faces of another.
+
+    Synthetic default: the training split rendered in `style`, the validation split (other people) in
+    `val_style` (None = the same style): LSD's synthetic-train / real-validation shift, with landmarks from
+    the renderer. data_root: the ABAW4 LSD folders (synthetic training, real validation; `style` is then
+    ignored). LSD ships no landmarks (paper E's team made its own), so those tables carry NaN landmarks
+    and the landmark loss skips them.
+    """
+    if data_root is not None:
+        root, source = dataset_root(data_root)
+        tables = [read_lsd(root, split) for split in ("train", "val")]
+        tables = [t if t.landmarks is not None else
+                  FrameTable(t.paths, t.labels, t.videos, t.classes, t.report,
+                             landmarks=np.full((len(t), 68, 2), np.nan, np.float32)) for t in tables]
+        return tables[0], tables[1], f"ABAW4 LSD at {data_root} (no landmarks)"
+    out = []
+    for split, st in (("Train_Set", style), ("Validation_Set", val_style or style)):
+        root, _ = dataset_root(None, n_frames, balance, seed, style=st, progress=progress)
+        table = to_lsd(read_landmarks(root, read_expr_any(root, split, 8)))
+        table.report.source = f"{table.report.source}, {st} style"
+        out.append(table)
+    return out[0], out[1], (f"synthetic faces ({balance}, seed {seed}): training in the {style} style, "
+                            f"validation in the {val_style or style} style")

@@ -162,7 +162,7 @@ class RegNetTransformer(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
-        self.num_classes, self.variant = num_classes, variant
+        self.num_classes, self.variant, self.freeze_early = num_classes, variant, freeze_early
         self.backbone = create_backbone(backbone, pretrained, checkpoint_path)
         self.feat_dim = dim = feature_channels(self.backbone)             # 888 for regnety_016
         if freeze_early:
@@ -177,6 +177,14 @@ class RegNetTransformer(nn.Module):
         self.out_dim = dim * (1 + len(branches))                          # 2664 for "combine"
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.out_dim, num_classes)
+
+    def freeze_features(self, frozen: bool = True) -> None:
+        """Train only what sits on top of the per-frame trunk (attention, encoder, classifier): the
+        kit's first stage when a clip model starts from a trained per-frame trunk (`init_from`).
+        BatchNorm statistics still update in train() mode."""
+        for name, p in self.backbone.named_parameters():
+            early = name.startswith(("stem.", "s1."))
+            p.requires_grad_(not frozen and not (self.freeze_early and early))
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 888): trunk then global average pooling (torchvision's avgpool + flatten)."""
