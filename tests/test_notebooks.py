@@ -57,7 +57,6 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
                                        ("03_architectures_and_losses.ipynb", "ArchitecturesConfig"),
                                        ("04_train_dan.ipynb", "TrainConfig"),
                                        ("05_train_regnet_transformer.ipynb", "ClipConfig"),
-                                       ("06_train_scan_cci.ipynb", "ScanCCIConfig"),
                                        ("07_train_ddamfn_multitask.ipynb", "MultitaskConfig"),
                                        ("08_learning_from_synthetic_data.ipynb", "SyntheticShiftConfig")])
 def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
