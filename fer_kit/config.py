@@ -32,7 +32,6 @@ from .names import check_names
 # a smaller RegNetY (200MF, 368-d features) on 80 px frames, clips of 16 and batches of 4 clips (64 frames).
 # From random init it needs a higher rate: per frame, 4,000 synthetic frames, 64 px, lr 1e-3 reached P_EXPR
 # 0.11 in 3 epochs; 6,000 frames at 80 px and lr 3e-3 reached 0.22 in 4 (DAN-R18 learns faster, see 04).
-LAPTOP_B_BACKBONE, LAPTOP_B_CLIP, LAPTOP_B_BATCH = "regnety_002", 16, 4
 # Paper E: its code's recipe (notes §6.3: Adam 1e-4, no weight decay, batch 128, ExponentialLR 0.6, 12 epochs,
 # 4 heads, 224 px; ResNet-50 in both branches) is "paper_e"; "laptop_e" trains DAN-R18 plus a ResNet-18
 # appearance branch from scratch at 80 px (DAN's heads then see a 3x3 map) with the laptop DAN rate.
@@ -45,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     weight_decay=1e-3, lr_decay=0.95),
     "paper_b": dict(backbone="regnety_016", clip_length=64, batch_size=16, image_size=112, lr=1e-3,
                     weight_decay=5e-5, lr_decay=1.0),
-    "laptop_b": dict(backbone=LAPTOP_B_BACKBONE, clip_length=LAPTOP_B_CLIP, batch_size=LAPTOP_B_BATCH, image_size=80,
+    "laptop_b": dict(backbone="regnety_002", clip_length=16, batch_size=4, image_size=80,
                      lr=3e-3, weight_decay=5e-5, lr_decay=0.9),
     "paper_e": dict(batch_size=128, image_size=224, lr=1e-4, weight_decay=0.0, lr_decay=0.6, num_heads=4,
                     landmark_backbone="resnet50"),
@@ -162,6 +161,11 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
 
+    def train_config(self, **changes) -> "TrainConfig":
+        """A notebook config's main run (or a variant of it with `changes`) as a plain TrainConfig: the
+        flags `python -m fer_kit.train` takes for the same run."""
+        return _as_train_config(self, changes)
+
 
 @dataclass
 class MultitaskConfig(TrainConfig):
@@ -179,10 +183,6 @@ class MultitaskConfig(TrainConfig):
     out_dir: str = "runs/07_train_ddamfn_multitask"
     compare: bool = True              # also train heads only, and one model per task, on the same schedule
 
-    def train_config(self, **changes) -> TrainConfig:
-        """The TrainConfig of the main run, or of a comparison run with `changes`."""
-        return _as_train_config(self, changes)
-
 
 @dataclass
 class ScanCCIConfig(TrainConfig):
@@ -199,10 +199,6 @@ class ScanCCIConfig(TrainConfig):
     out_dir: str = "runs/06_train_scan_cci"
     baseline_model: str = "resnet_classifier"   # plain CNN trained with CE beside SCAN+CCI; "" = skip it
     baseline_out_dir: str = "runs/06_resnet_baseline"
-
-    def train_config(self, **changes) -> TrainConfig:
-        """The SCAN+CCI run as a plain TrainConfig."""
-        return _as_train_config(self, changes)
 
     def baseline_config(self) -> TrainConfig:
         """The plain baseline's run: the same data, recipe and seed, another model and run folder."""
@@ -265,9 +261,6 @@ class SyntheticShiftConfig(TrainConfig):
     weighted_sampling: bool = False   # paper E weights the loss (1 - n_c / N), not the sampling
     out_dir: str = "runs/08_learning_from_synthetic_data"
     compare: bool = True              # also train without the landmark task (landmark_weight 0)
-
-    def train_config(self, **changes) -> TrainConfig:
-        return _as_train_config(self, changes)
 
 
 def _as_train_config(cfg: TrainConfig, changes: dict) -> TrainConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import metrics
 from .paths import project_dir
 
 PAPERS = {
@@ -76,7 +77,7 @@ def paper_d_row(report: dict, au_f1_mean: float | None = None) -> dict[str, floa
     e.g. with per-AU tuned thresholds."""
     au = report["au_f1_mean"] if au_f1_mean is None else au_f1_mean
     return {"CCC_V": report["ccc_valence"], "CCC_A": report["ccc_arousal"], "CCC_VA": report["ccc_mean"],
-            "F1_expr": report["p_expr"], "F1_AU": au, "P": report["ccc_mean"] + report["p_expr"] + au}
+            "F1_expr": report["p_expr"], "F1_AU": au, "P": metrics.mtl_p(report["ccc_mean"], report["p_expr"], au)}
 
 
 def side_by_side_wide(paper: str, table: str, measured: dict[str, dict[str, float]], dataset: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import tempfile
@@ -36,7 +35,7 @@ from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
 from .data.sources import dataset_root, lsd_tables
 from .data.transforms import dan_train_transform, eval_transform
-from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss, denormalize_landmarks
+from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss
 from .models import create_model
 from .paths import output_dir, shown
 
@@ -280,23 +279,29 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
 
 
 @torch.no_grad()
+def _outputs(model: nn.Module, dataset, batch_size: int, device, progress: bool = False):
+    """(model output, targets) batch by batch over a whole dataset, in order, in eval mode: the one
+    inference loop the predict functions share. Batches of clips hold batch_size frames in all."""
+    device = torch.device(device)
+    model.eval()
+    if isinstance(dataset, ClipDataset):
+        batch_size = max(1, batch_size // dataset.clip_length)
+    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
+                     disable=not progress, mininterval=2.0):
+        with _autocast(device):
+            yield model(_to_device(x, device)), y
+
+
 def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) for every frame of a dataset and the labels (N,), in the table's frame order (for
     whole-split metrics). For clip datasets the padding is dropped: each real frame counts once."""
-    device = torch.device(device)
-    model.eval()
-    logits, labels = [], []
     clips = isinstance(dataset, ClipDataset)
-    loader = DataLoader(dataset, batch_size=max(1, batch_size // dataset.clip_length) if clips else batch_size,
-                        shuffle=False)
-    for x, y in tqdm(loader, desc="predicting", unit="batch", disable=not progress, mininterval=2.0):
-        with _autocast(device):
-            out = model(_to_device(x, device))
+    logits, labels = [], []
+    for out, y in _outputs(model, dataset, batch_size, device, progress):
         z = (out.logits if hasattr(out, "logits") else out).float().cpu()
         if clips:                                   # (B, T, C), (B, T) -> the real frames only
-            keep = y >= 0
-            z, y = z[keep], y[keep]
+            z, y = z[y >= 0], y[y >= 0]
         logits.append(z)
         labels.append(y)
     logits, labels = torch.cat(logits).numpy(), torch.cat(labels).numpy()
@@ -307,18 +312,12 @@ def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.devi
     return logits, labels
 
 
-@torch.no_grad()
 def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
                   progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A multi-task model's outputs over a whole dataset ({"va", "expr", "au"}, AU as probabilities) and
     the matching targets, in order."""
-    device = torch.device(device)
-    model.eval()
     outs, targets = {}, {}
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
-                     disable=not progress, mininterval=2.0):
-        with _autocast(device):
-            out = model(x.to(device).contiguous(memory_format=torch.channels_last))
+    for out, y in _outputs(model, dataset, batch_size, device, progress):
         for k in ("va", "expr", "au"):
             if getattr(out, k) is not None:
                 v = getattr(out, k).float().cpu()
@@ -328,25 +327,20 @@ def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torc
     return ({k: torch.cat(v).numpy() for k, v in outs.items()}, {k: torch.cat(v).numpy() for k, v in targets.items()})
 
 
-# report key -> how the epoch line names it; each becomes a val_<key> column of the history when present
-VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": "acc", "au_f1_mean": "AU F1",
-               "landmark_nme": "landmark NME"}
-
-
-@torch.no_grad()
 def predict_landmarks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu"
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Paper E's two outputs over a whole dataset: logits (N, C), labels (N,), predicted and target
     landmarks (N, 68, 2) in normalised coordinates."""
-    device = torch.device(device)
-    model.eval()
     cols = {"logits": [], "labels": [], "pred": [], "true": []}
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with _autocast(device):
-            out = model(_to_device(x, device))
+    for out, y in _outputs(model, dataset, batch_size, device):
         for k, v in zip(cols, (out.logits, y["expr"], out.landmarks, y["landmarks"])):
             cols[k].append(v.float().cpu() if v.is_floating_point() else v)
     return tuple(torch.cat(v).numpy() for v in cols.values())
+
+
+# report key -> how the epoch line names it; each becomes a val_<key> column of the history when present
+VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": "acc", "au_f1_mean": "AU F1",
+               "landmark_nme": "landmark NME"}
 
 
 def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> dict:
@@ -354,9 +348,9 @@ def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> di
     over 8 classes), or P for multi-task runs.
 
     With 7 classes (the ABAW 2020 EXPR set) the report adds "abaw2020" = 0.67 F1 + 0.33 accuracy, and the
-    score is that: it was the challenge's measure, and paper C selected its models by it. Paper E's
-    6-class runs score the LSD mean F1 and add the landmark error. Both terms are
-    over the whole split; paper C's published code averaged a per-batch F1 instead (notes §4.4).
+    score is that: it was the challenge's measure, and paper C selected its models by it. Both terms are
+    over the whole split; paper C's published code averaged a per-batch F1 instead (notes §4.4). Paper
+    E's 6-class runs score the LSD mean F1 and add the landmark error.
     """
     if getattr(dataset, "targets", "expr") == "mtl":
         return metrics.task_report(*predict_tasks(model, dataset, batch_size, device), classes)

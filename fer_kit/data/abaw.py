@@ -116,7 +116,7 @@ def read_task(root: str | Path, task: str = "EXPR", split: str = "Train_Set", nu
     for txt in files:
         lines = txt.read_text().splitlines()
         _header(txt, lines, expected, " (ABAW 2020/2021 EXPR files have 7 classes, ABAW3+ have 8: "
-                f"set num_classes)" if task == "EXPR" else "")
+                "set num_classes)" if task == "EXPR" else "")
         image_dir = image_root / txt.stem
         report.videos += 1
         for k, line in enumerate(lines[1:], start=1):
@@ -306,12 +306,9 @@ def _expr_file_classes(root: str | Path, split: str) -> int:
 def drop_other(table: FrameTable) -> FrameTable:
     """The 7-class ABAW 2020 view of an 8-class (ABAW3+) table: frames labelled Other are dropped (and
     counted in the report); labels 0..6 keep their meaning, as the two sets share that order."""
-    keep = (table.labels >= 0) & (table.labels < 7)
-    out = replace(table.subset(keep), classes=EXPR_CLASSES[:7])
-    out.report = replace(table.report, source=f"{table.report.source}, 7 classes", kept=len(out),
-                         dropped=dict(table.report.dropped))
-    out.report.drop("labelled Other (not in the 7-class ABAW 2020 set)", int((table.labels == 7).sum()))
-    return out
+    out = table.keep(table.labels != 7, "labelled Other (not in the 7-class ABAW 2020 set)",
+                     source=f"{table.report.source}, 7 classes")
+    return replace(out, classes=EXPR_CLASSES[:7])
 
 
 def read_expr_any(root: str | Path, split: str = "Train_Set", num_classes: int = 8) -> FrameTable:
@@ -325,11 +322,7 @@ def read_expr_any(root: str | Path, split: str = "Train_Set", num_classes: int =
     if has_task(root, "EXPR"):
         return read_expr(root, split, num_classes)
     table = read_abaw(root, split, num_classes)
-    expr = table.subset(table.labels >= 0)
-    expr.report = replace(table.report, source=f"EXPR from {table.report.source}", kept=len(expr),
-                          dropped=dict(table.report.dropped))
-    expr.report.drop("without a valid expression", len(table) - len(expr))
-    return expr
+    return table.keep(table.labels >= 0, "without a valid expression", source=f"EXPR from {table.report.source}")
 
 
 def read_landmarks(root: str | Path, table: FrameTable) -> FrameTable:

@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..labels import VA_INVALID
+from ..losses import denormalize_landmarks, normalize_landmarks
 from .table import FrameTable
-from .transforms import crop_face
+from .transforms import apply_with_landmarks, crop_face
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
@@ -95,8 +96,6 @@ class FrameDataset(Dataset):
     def _normalised_landmarks(table: FrameTable) -> torch.Tensor:
         """Pixel landmarks of each image file -> [-1, 1] coordinates, which do not change when the image
         is resized to the network's size (the file's size is read from its header, not decoded)."""
-        from ..losses import normalize_landmarks      # losses import torch only; kept local to stay light
-        sizes: dict[tuple, tuple[int, int]] = {}
         out = torch.full((len(table), *table.landmarks.shape[1:]), float("nan"))
         for i, pts in enumerate(table.landmarks):
             if not np.isfinite(pts).all():
@@ -113,8 +112,6 @@ class FrameDataset(Dataset):
         return out
 
     def _with_landmarks(self, x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..losses import denormalize_landmarks, normalize_landmarks
-        from .transforms import apply_with_landmarks
         pts = self.landmarks[i]
         if self.transform is None:
             return x, pts

@@ -45,13 +45,9 @@ def load_splits(root: str | Path, num_classes: int = 8, landmarks: bool = True) 
 def to_lsd(table: FrameTable) -> FrameTable:
     """The 6-class LSD view of an Aff-Wild2 table: Neutral and Other frames dropped (and counted),
     labels 1..6 become 0..5 (labels.LSD_CLASSES, the Aff-Wild2 order without Neutral)."""
-    keep = (table.labels >= 1) & (table.labels <= 6)
-    out = table.subset(keep)
-    out = replace(out, labels=out.labels - 1, classes=LSD_CLASSES)
-    out.report = replace(table.report, source=f"{table.report.source}, 6 LSD classes", kept=len(out),
-                         dropped=dict(table.report.dropped))
-    out.report.drop("Neutral, Other or no expression (not LSD classes)", int((~keep).sum()))
-    return out
+    out = table.keep((table.labels >= 1) & (table.labels <= 6), "Neutral, Other or no expression (not LSD classes)",
+                     source=f"{table.report.source}, 6 LSD classes")
+    return replace(out, labels=out.labels - 1, classes=LSD_CLASSES)
 
 
 def lsd_tables(data_root: str | None = None, n_frames: int = 10_000, balance: str = "sqrt", seed: int = 0,
@@ -68,9 +64,8 @@ def lsd_tables(data_root: str | None = None, n_frames: int = 10_000, balance: st
     if data_root is not None:
         root, source = dataset_root(data_root)
         tables = [read_lsd(root, split) for split in ("train", "val")]
-        tables = [t if t.landmarks is not None else
-                  FrameTable(t.paths, t.labels, t.videos, t.classes, t.report,
-                             landmarks=np.full((len(t), 68, 2), np.nan, np.float32)) for t in tables]
+        tables = [t if t.landmarks is not None else replace(t, landmarks=np.full((len(t), 68, 2), np.nan, np.float32))
+                  for t in tables]
         return tables[0], tables[1], f"ABAW4 LSD at {data_root} (no landmarks)"
     out = []
     for split, st in (("Train_Set", style), ("Validation_Set", val_style or style)):

@@ -91,6 +91,15 @@ class FrameTable:
         return replace(self, paths=[self.paths[i] for i in idx], labels=self.labels[idx],
                        videos=self.videos[idx], **changes)
 
+    def keep(self, mask: np.ndarray, reason: str, source: str | None = None) -> "FrameTable":
+        """The rows where `mask` holds, with a report (renamed to `source` if given) that counts the
+        others as dropped for `reason`: how a reader narrows a table without losing frames silently."""
+        out = self.subset(mask)
+        out.report = replace(self.report, source=source or self.report.source, kept=len(out),
+                             dropped=dict(self.report.dropped))
+        out.report.drop(reason, len(self) - len(out))
+        return out
+
     def class_counts(self) -> np.ndarray:
         """Frames per class (frames without a valid expression, -1, are not counted)."""
         return np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))

@@ -119,13 +119,19 @@ class DAN(nn.Module):
         self.fc = nn.Linear(512, num_classes)
         self.bn = nn.BatchNorm1d(num_classes)
 
-    def forward(self, x: torch.Tensor) -> DANOutput:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"DAN expects images shaped (B, 3, H, W); got {tuple(x.shape)}")
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Trunk, reduction and the cross-attention heads: (feature map, head vectors before any
+        log-softmax, attention maps); what DAN and paper E's emotion branch share."""
         f = self.reduce(self.features(x))                  # (B, 512, 7, 7) at 224 px, (B, 512, 4, 4) at 112
         outs = [head(f) for head in self.heads]
         heads = torch.stack([v for v, _ in outs], dim=1)   # (B, k, 512)
         attention = torch.cat([a for _, a in outs], dim=1)  # (B, k, h, w)
+        return f, heads, attention
+
+    def forward(self, x: torch.Tensor) -> DANOutput:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"DAN expects images shaped (B, 3, H, W); got {tuple(x.shape)}")
+        f, heads, attention = self.attend(x)
         if self.num_heads > 1:
             heads = heads.log_softmax(dim=1)               # heads compete for each channel
         logits = self.bn(self.fc(heads.sum(dim=1)))        # (B, C)

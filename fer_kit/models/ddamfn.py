@@ -97,6 +97,16 @@ class MixConv(nn.Module):
         return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
 
 
+def _coordinate_gates(m: nn.Module, x_h: torch.Tensor, x_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinate attention's shared part: row descriptors x_h (B, C, H, 1) and column descriptors x_w
+    (B, C, W, 1) through one 1x1 bottleneck (m.reduce, m.bn, m.act), then a sigmoid row gate (B, C, H, 1)
+    and column gate (B, C, 1, W) from m.attn_h and m.attn_w."""
+    h, w = x_h.shape[2], x_w.shape[2]
+    y = m.act(m.bn(m.reduce(torch.cat([x_h, x_w], dim=2))))              # (B, mip, H + W, 1)
+    y_h, y_w = torch.split(y, [h, w], dim=2)                             # (B, mip, H, 1), (B, mip, W, 1)
+    return m.attn_h(y_h).sigmoid(), m.attn_w(y_w.transpose(2, 3)).sigmoid()
+
+
 class CoordinateAttention(nn.Module):
     """Coordinate attention (Hou et al. 2021) with average pooling, inside every trunk block.
 
@@ -114,13 +124,9 @@ class CoordinateAttention(nn.Module):
         self.attn_w = nn.Conv2d(mip, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
         x_h = x.mean(dim=3, keepdim=True)                                    # (B, C, H, 1)
         x_w = x.mean(dim=2, keepdim=True).transpose(2, 3)                    # (B, C, W, 1)
-        y = self.act(self.bn(self.reduce(torch.cat([x_h, x_w], dim=2))))     # (B, mip, H + W, 1)
-        y_h, y_w = torch.split(y, [h, w], dim=2)                             # (B, mip, H, 1), (B, mip, W, 1)
-        a_h = self.attn_h(y_h).sigmoid()                                     # (B, C, H, 1) row gate
-        a_w = self.attn_w(y_w.transpose(2, 3)).sigmoid()                     # (B, C, 1, W) column gate
+        a_h, a_w = _coordinate_gates(self, x_h, x_w)                         # (B, C, H, 1), (B, C, 1, W)
         return x * a_h * a_w                                                 # (B, C, H, W)
 
 
@@ -195,14 +201,11 @@ class DualDirectionAttention(nn.Module):
         self.attn_w = nn.Conv2d(mip, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]                                                    # x: (B, 512, 7, 7)
+        # x: (B, 512, 7, 7)
         x_h = self.pool_h(x)                                                  # (B, 512, 7, 1) one value per row
         x_w = self.pool_w(x).transpose(2, 3)                                  # (B, 512, 1, 7) -> (B, 512, 7, 1)
-        y = self.act(self.bn(self.reduce(torch.cat([x_h, x_w], dim=2))))      # (B, 16, 14, 1)
-        y_h, y_w = torch.split(y, [h, w], dim=2)                              # (B, 16, 7, 1) each
-        a_h = self.attn_h(y_h).sigmoid()                                      # (B, 512, 7, 1)
-        a_w = self.attn_w(y_w.transpose(2, 3)).sigmoid()                      # (B, 512, 1, 7)
-        return a_h.expand(-1, -1, h, w) * a_w.expand(-1, -1, h, w)            # (B, 512, 7, 7) in (0, 1)
+        a_h, a_w = _coordinate_gates(self, x_h, x_w)                          # (B, 512, 7, 1), (B, 512, 1, 7)
+        return a_h * a_w                                                      # (B, 512, 7, 7) in (0, 1)
 
 
 class DDAMFN(nn.Module):

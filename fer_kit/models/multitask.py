@@ -147,10 +147,7 @@ class DANLandmarks(DAN):
                 raise ValueError(f"x and x_landmarks must hold the same faces; got batches of {x.shape[0]} "
                                  f"and {x_landmarks.shape[0]}")
         # emotion branch (DAN)
-        f = self.reduce(self.features(x))                  # (B, 512, 7, 7) at 224 px, (B, 512, 4, 4) at 112
-        outs = [head(f) for head in self.heads]
-        heads = torch.stack([v for v, _ in outs], dim=1)   # (B, k, 512)
-        attention = torch.cat([a for _, a in outs], dim=1)  # (B, k, h, w)
+        f, heads, attention = self.attend(x)               # (B, 512, h, w), (B, k, 512), (B, k, h, w)
         if self.log_softmax_heads and self.num_heads > 1:
             heads = heads.log_softmax(dim=1)
         e = self.shared(heads.sum(dim=1))                  # (B, 512) -> (B, 128)

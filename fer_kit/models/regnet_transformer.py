@@ -165,11 +165,8 @@ class RegNetTransformer(nn.Module):
         self.num_classes, self.variant, self.freeze_early = num_classes, variant, freeze_early
         self.backbone = create_backbone(backbone, pretrained, checkpoint_path)
         self.feat_dim = dim = feature_channels(self.backbone)             # 888 for regnety_016
-        if freeze_early:
-            # the code's BACKBONE_FREEZE lists the blocks that stay trainable (block2-4): stem + block1 freeze
-            for name, p in self.backbone.named_parameters():
-                if name.startswith(("stem.", "s1.")):
-                    p.requires_grad_(False)
+        # the code's BACKBONE_FREEZE lists the blocks that stay trainable (block2-4): stem + block1 freeze
+        self.freeze_features(False)
         branches = VARIANTS[variant]
         self.att = MultiHeadAttention(dim, heads, dim_head, attn_drop_rate) if "att" in branches else None
         self.trans = (TransformerEncoder(dim, depth, heads, dim_head, mlp_dim, attn_drop_rate)

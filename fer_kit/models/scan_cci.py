@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # the safe .pkl reader lives in backbones (shared with DAN / paper E); its names stay importable from here
-from .backbones import _SafeNumpyUnpickler, _is_counter, _read_weights, _strip, create_timm  # noqa: F401
+from .backbones import _SafeNumpyUnpickler, _read_weights, create_timm, load_trunk_weights  # noqa: F401
 from .registry import register_model
 
 __all__ = ["SCANCCI", "SCANCCIOutput", "SCAN", "LocalGlobalAttentionBranch", "ComplementaryContextBranch",
@@ -226,21 +226,7 @@ def load_vggface2_weights(trunk: nn.Module, path: str | Path, min_match: float =
     skipped, as in the code's `util.load_state_dict`. Fewer than `min_match` of the trunk's weights
     matching by name and shape is an error.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    own = {k: v for k, v in trunk.state_dict().items() if not _is_counter(k)}   # num_batches_tracked: not weights
-    mapped = {}
-    for k, v in _read_weights(path).items():
-        k = _strip(k)
-        if k in own and own[k].shape == v.shape:
-            mapped[k] = v.to(own[k].dtype)
-    if len(mapped) < min_match * len(own):
-        missing = [k for k in own if k not in mapped][:5]
-        raise ValueError(f"{path}: only {len(mapped)} of {len(own)} ResNet weights (stem to layer3) matched by "
-                         f"name and shape (e.g. missing {missing}); is it a ResNet-50 checkpoint?")
-    trunk.load_state_dict(mapped, strict=False)
-    return [k for k in own if k not in mapped]
+    return load_trunk_weights(trunk, path, min_match)   # the trunk has no layer4/fc: they are skipped
 
 
 def _create_trunk(name: str, pretrained: bool) -> nn.Module:
