@@ -279,3 +279,208 @@ def landmark_predictions(dataset, predicted: np.ndarray, n: int = 8, path=None, 
     return image_rows({"truth": faces, "predicted": faces},
                       {"truth": [px(dataset.landmarks[i]) for i in idx], "predicted": [px(predicted[i]) for i in idx]},
                       path=path, title=title)
+
+
+# ------------------------------------------------------------------ notebook 09: ensembles
+
+def scores_with_intervals(table: pd.DataFrame, path=None, metric: str = "P_EXPR",
+                          title: str = "Members and ensembles (95% bootstrap interval over videos)"):
+    """One horizontal bar per row of an ensemble table (columns model, kind, score, low, high), with its
+    interval: overlapping intervals mean the data cannot tell the two apart."""
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(table) + 1.2))
+    colors = ["tab:gray" if k == "member" else "tab:blue" for k in table["kind"]]
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["score"], color=colors, alpha=0.8)
+    ax.errorbar(table["score"], y, xerr=[table["score"] - table["low"], table["high"] - table["score"]],
+                fmt="none", ecolor="k", capsize=3, lw=1)
+    for yi, s in zip(y, table["score"]):
+        ax.text(s + 0.005, yi + 0.2, f"{s:.3f}", fontsize=8)
+    ax.set_yticks(y, table["model"], fontsize=8)
+    ax.set(xlabel=metric, title=title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_class_f1_compare(f1s: dict[str, dict[str, float]], path=None, title="Per-class F1 (validation)"):
+    """Grouped bars: per-class F1 of several models side by side (e.g. the best member and the ensemble)."""
+    df = pd.DataFrame(f1s).rename_axis("class").reset_index().melt(id_vars="class", var_name="model", value_name="F1")
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    sns.barplot(data=df, x="class", y="F1", hue="model", ax=ax)
+    ax.set(ylim=(0, 1.05), title=title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def diversity_vs_gain(study: pd.DataFrame, disagreement: np.ndarray, names: Sequence[str], path=None):
+    """Left: how often each pair of members disagrees. Right: for every subset of >= 2 members, their
+    mean pairwise disagreement against what soft voting gains over the subset's mean member."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    sns.heatmap(disagreement, annot=True, fmt=".2f", cmap="magma_r", xticklabels=names, yticklabels=names,
+                cbar=False, ax=a, annot_kws={"fontsize": 8})
+    a.set_title("pairwise disagreement (share of frames)")
+    a.tick_params(labelsize=7)
+    sns.scatterplot(data=study, x="disagreement", y="gain_over_mean", hue="size", palette="viridis", ax=b)
+    b.axhline(0, c="0.5", lw=1, ls="--")
+    r = np.corrcoef(study["disagreement"], study["gain_over_mean"])[0, 1] if len(study) > 2 else float("nan")
+    b.set(xlabel="mean pairwise disagreement of the subset", ylabel="soft voting - mean member",
+          title=f"more diverse subsets gain more? (r = {r:.2f})")
+    b.legend(title="members", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ notebook 00: the quickstart
+
+def predictions_grid(images: Sequence, probs: np.ndarray, labels: Sequence[int], classes: Sequence[str],
+                     cams: np.ndarray | None = None, top: int = 3, path=None,
+                     title: str = "Validation faces: truth, and the model's three most likely classes"):
+    """One column per face: the face (with its Grad-CAM overlay below when `cams` is given) and a bar
+    chart of its top classes, the true class in green when it is among them."""
+    n = len(images)
+    rows = 3 if cams is not None else 2
+    fig, axes = plt.subplots(rows, n, figsize=(2.1 * n, 2.0 * rows + 0.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.2] * (rows - 1) + [0.9]})
+    for j in range(n):
+        img = np.asarray(images[j].permute(1, 2, 0) if isinstance(images[j], torch.Tensor) else images[j])
+        axes[0, j].imshow(img)
+        axes[0, j].set_title(f"true: {classes[labels[j]]}", fontsize=8)
+        if cams is not None:
+            axes[1, j].imshow(img)
+            axes[1, j].imshow(cams[j], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axes[1, j].set_title("Grad-CAM", fontsize=8)
+        order = np.argsort(probs[j])[::-1][:top]
+        ax = axes[-1, j]
+        ax.barh(range(top)[::-1], probs[j][order], color=["tab:green" if c == labels[j] else "tab:gray" for c in order])
+        ax.set_yticks(range(top)[::-1], [classes[c] for c in order], fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in axes[:-1].ravel():
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ notebook 10: where the models look
+
+def cam_overlay(pixels: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
+    """A map (H, W) in [0, 1] over a face (H, W, 3) in [0, 1], jet colours (pytorch-grad-cam's
+    show_cam_on_image); returns (H, W, 3) floats in [0, 1]."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(np.float32(pixels), np.float32(cam), use_rgb=True, image_weight=image_weight) / 255.0
+
+
+def _face_axis(ax, image, title: str | None = None, color: str = "k", mask: np.ndarray | None = None, fontsize=7):
+    ax.imshow(image)
+    if mask is not None and mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors="w", linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize, color=color)
+
+
+def cam_grid(rows: dict[str, dict], path=None, title="Grad-CAM of the predicted class (paper C Figure 3 layout)"):
+    """Paper C Figure 3's layout for several models: per model a row of faces, then a row of the same
+    faces with the map over them, predicted and true label underneath (green: right, red: wrong).
+    rows: model name -> dict(pixels (N, H, W, 3), maps (N, H, W), pred (N,), true (N,), classes)."""
+    n = max(len(r["maps"]) for r in rows.values())
+    fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.25 * n, 2.75 * len(rows)), squeeze=False)
+    for r, (name, row) in enumerate(rows.items()):
+        for j in range(n):
+            top, bottom = axes[2 * r, j], axes[2 * r + 1, j]
+            if j >= len(row["maps"]):
+                top.axis("off")
+                bottom.axis("off")
+                continue
+            pred, true, classes = row["pred"][j], row["true"][j], row["classes"]
+            _face_axis(top, row["pixels"][j])
+            _face_axis(bottom, cam_overlay(row["pixels"][j], row["maps"][j]))
+            bottom.set_xlabel(f"pred {classes[pred]}\ntrue {classes[true]}", fontsize=7,
+                              color="tab:green" if pred == true else "tab:red")
+        axes[2 * r, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def head_maps(pixels: np.ndarray, columns: dict[str, np.ndarray], captions: Sequence[str] | None = None,
+              masks: np.ndarray | None = None, path=None, title="One map per attention head"):
+    """Faces (rows) beside several maps of each (columns: name -> (N, H, W)), e.g. Grad-CAM on each DAN
+    head's attended map and each head's raw attention; the white line is the class's AU regions."""
+    n, k = len(pixels), len(columns)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.3 * (k + 1), 1.4 * n + 0.6), squeeze=False)
+    for i in range(n):
+        mask = None if masks is None else masks[i]
+        _face_axis(axes[i, 0], pixels[i], None, mask=mask)
+        if captions is not None:
+            axes[i, 0].set_ylabel(captions[i], fontsize=7)
+        for j, (name, maps) in enumerate(columns.items()):
+            _face_axis(axes[i, j + 1], cam_overlay(pixels[i], maps[i]), name if i == 0 else None, mask=mask)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def au_regions(pixels: np.ndarray, masks: np.ndarray, captions: Sequence[str], path=None,
+               title="Where each class's action units act (the pointing score's ground truth)"):
+    """Faces with their class's AU regions shaded, captioned (e.g. class, AUs, share of the image)."""
+    n = len(pixels)
+    fig, axes = plt.subplots(1, n, figsize=(1.45 * n, 2.0), squeeze=False)
+    for ax, px, m, cap in zip(axes[0], pixels, masks, captions):
+        shaded = px * (1 - 0.45 * m[..., None]) + 0.45 * m[..., None] * np.array([1.0, 0.85, 0.0])
+        _face_axis(ax, shaded, cap, mask=m)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pointing_bars(df: pd.DataFrame, x: str = "class", hue: str = "model", path=None,
+                  title="Pointing score per class (1 = no better than a uniform map)", order=None, hue_order=None):
+    """Mean pointing score with 95% intervals over faces (bootstrap), grouped by x and hue; dashed line at 1."""
+    fig, ax = plt.subplots(figsize=(9, 3.3))
+    sns.barplot(data=df, x=x, y="score", hue=hue, order=order, hue_order=hue_order, errorbar=("ci", 95), seed=0,
+                ax=ax)
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_ylabel("pointing score")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def failure_gallery(pixels: np.ndarray, cam_pred: np.ndarray, cam_true: np.ndarray, pred: Sequence[int],
+                    true: Sequence[int], confidence: Sequence[float], classes: Sequence[str],
+                    masks: np.ndarray | None = None, path=None, title="Confident mistakes: where the model looked"):
+    """One column per mistake: the face (white line: the true class's AU regions), the map for the
+    predicted class, the map for the true class."""
+    n = len(pixels)
+    fig, axes = plt.subplots(3, max(n, 1), figsize=(1.5 * max(n, 1), 5.0), squeeze=False)
+    for j in range(n):
+        mask = None if masks is None else masks[j]
+        _face_axis(axes[0, j], pixels[j], f"true {classes[true[j]]}", mask=mask)
+        _face_axis(axes[1, j], cam_overlay(pixels[j], cam_pred[j]),
+                   f"pred {classes[pred[j]]} ({confidence[j]:.0%})", color="tab:red", mask=mask)
+        _face_axis(axes[2, j], cam_overlay(pixels[j], cam_true[j]), f"for {classes[true[j]]}", mask=mask)
+    for r, label in enumerate(("face", "map: predicted", "map: true class")):
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def cam_panel(pixels: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = None, title: str = "", path=None):
+    """One face three ways: the face with the target class's AU regions, the map over it, the map alone."""
+    fig, axes = plt.subplots(1, 3, figsize=(6.6, 2.5))
+    _face_axis(axes[0], pixels, "face, AU regions", mask=mask, fontsize=8)
+    _face_axis(axes[1], cam_overlay(pixels, cam), "overlay", mask=mask, fontsize=8)
+    axes[2].imshow(cam, cmap="jet", vmin=0, vmax=1)
+    axes[2].set(xticks=[], yticks=[])
+    axes[2].set_title("map", fontsize=8)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -384,6 +384,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
+    """A run folder's best checkpoint as a model in eval mode, with the TrainConfig it was trained with
+    (a notebook's config subclass is read back as its TrainConfig fields). Relative folders are under
+    output_dir(), as fit() writes them."""
+    run_dir = Path(run_dir) if Path(run_dir).is_absolute() else output_dir() / run_dir
+    state = load_checkpoint(run_dir / "best.pt")
+    if "config" not in state:
+        raise ValueError(f"{shown(run_dir / 'best.pt')} holds no config: is it the best.pt of a fer_kit run folder?")
+    own = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig.from_params({k: v for k, v in state["config"].items() if k in own})
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
 @dataclass
 class RunResult:
     model: nn.Module
@@ -505,14 +520,20 @@ def save_run_figures(history: pd.DataFrame, best: dict, out_dir: Path) -> list[P
     return paths
 
 
-def _parser() -> argparse.ArgumentParser:
-    """CLI flags are the TrainConfig fields, so the notebook and the command line speak one language."""
-    p = argparse.ArgumentParser(prog="python -m fer_kit.train", description=__doc__.splitlines()[0],
+def config_parser(cls=TrainConfig, prog: str = "python -m fer_kit.train",
+                  description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    """CLI flags are a config dataclass's fields, so the notebook and the command line speak one language."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 allow_abbrev=False)   # `--epoch 8` must fail, not mean --epochs
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
         kinds = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
         p.add_argument(f"--{f.name}", type=_parse_as(kinds[0]), default=f.default, metavar=kinds[0].__name__.upper())
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = config_parser()
     p.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     return p
 

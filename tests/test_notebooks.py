@@ -58,7 +58,8 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
                                        ("04_train_dan.ipynb", "TrainConfig"),
                                        ("05_train_regnet_transformer.ipynb", "ClipConfig"),
                                        ("07_train_ddamfn_multitask.ipynb", "MultitaskConfig"),
-                                       ("08_learning_from_synthetic_data.ipynb", "SyntheticShiftConfig")])
+                                       ("08_learning_from_synthetic_data.ipynb", "SyntheticShiftConfig"),
+                                       ("09_ensembles.ipynb", "EnsembleStudyConfig")])
 def test_parameter_cell_defaults_are_the_config_defaults(name, cls):
     """The CLI and the notebook must mean the same run when given the same (or no) parameters."""
     import ast
@@ -142,4 +143,23 @@ def test_08_small_run_learns_across_the_style_shift(tmp_path, tiny_synthetic):
     assert best["lsd_mean_f1"] > m["baselines"]["majority_class"]["lsd_mean_f1"]
     assert best["landmark_nme"] < 1 and "in_domain" in m and "no_landmarks" not in m
     for fig in ("08_domains", "08_domain_gap", "08_landmarks", "08_learning_curves"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+@pytest.mark.notebooks
+def test_09_small_run_fills_paper_a_table_and_bags_paper_e(tmp_path, tiny_synthetic):
+    run("09_ensembles.ipynb", tmp_path, n_frames=1200, seed=3, epochs=2, members=3, fraction=0.4,
+        pretrain_frames=1200, pretrain_epochs=2, lsd_members=2, lsd_epochs=1,
+        out_dir=str(tmp_path / "ens"), figures_dir=str(tmp_path / "figures"))
+    m = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    rows = {r["model"]: r for r in m["table3"]}
+    assert m["config"]["members"] == 3 and m["config"]["epochs"] == 2            # the parameters took effect
+    assert {"DAN Scratch", "DAN TL", "DAN Weak Ensemble TL (soft)", "DAN Ensemble: all 5 models (soft)"} <= set(rows)
+    assert rows["DAN TL"]["score"] > m["majority_class"] and rows["DAN Scratch"]["score"] > m["majority_class"]
+    for r in rows.values():
+        assert r["low"] <= r["score"] <= r["high"]
+    assert len(m["combiners"]) == 6 and len(m["lsd"]["table"]) == 6                # 2 groups x 3 combiners
+    for name in ("scratch", "transfer", "member_0", "lsd/member_1"):
+        assert (tmp_path / "ens" / name / "best.pt").exists(), name
+    for fig in ("09_table3", "09_per_class_f1", "09_diversity"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
