@@ -52,7 +52,8 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
     assert (tmp_path / "figures" / "01_imbalance_lesson.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("name, cls", [("01_dataset_statistics.ipynb", "StatsConfig"),
+@pytest.mark.parametrize("name, cls", [("00_quickstart.ipynb", "QuickstartConfig"),
+                                       ("01_dataset_statistics.ipynb", "StatsConfig"),
                                        ("02_preprocessing_and_augmentation.ipynb", "AugmentConfig"),
                                        ("03_architectures_and_losses.ipynb", "ArchitecturesConfig"),
                                        ("04_train_dan.ipynb", "TrainConfig"),
