@@ -399,7 +399,8 @@ def cam_grid(rows: dict[str, dict], path=None, title="Grad-CAM of the predicted 
             pred, true, classes = row["pred"][j], row["true"][j], row["classes"]
             _face_axis(top, row["pixels"][j])
             _face_axis(bottom, cam_overlay(row["pixels"][j], row["maps"][j]))
-            bottom.set_xlabel(f"pred {classes[pred]}\ntrue {classes[true]}", fontsize=7,
+            empty = "" if np.asarray(row["maps"][j]).any() else "\n(empty map)"
+            bottom.set_xlabel(f"pred {classes[pred]}\ntrue {classes[true]}{empty}", fontsize=7,
                               color="tab:green" if pred == true else "tab:red")
         axes[2 * r, 0].set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -439,16 +440,20 @@ def au_regions(pixels: np.ndarray, masks: np.ndarray, captions: Sequence[str], p
 
 
 def pointing_bars(df: pd.DataFrame, x: str = "class", hue: str = "model", path=None,
-                  title="Pointing score per class (1 = no better than a uniform map)", order=None, hue_order=None):
-    """Mean pointing score with 95% intervals over faces (bootstrap), grouped by x and hue; dashed line at 1."""
-    fig, ax = plt.subplots(figsize=(9, 3.3))
-    sns.barplot(data=df, x=x, y="score", hue=hue, order=order, hue_order=hue_order, errorbar=("ci", 95), seed=0,
-                ax=ax)
+                  title="Pointing score per class (1 = no better than a uniform map)", order=None, hue_order=None,
+                  palette=None):
+    """Mean pointing score with 95% intervals over faces (bootstrap), grouped by x and hue; dashed line at 1.
+    palette "paired" colours hue levels in light/dark pairs (e.g. untrained/trained of one layer)."""
+    fig, ax = plt.subplots(figsize=(9.5, 3.3))
+    if palette == "paired":
+        palette = sns.color_palette("Paired", len(hue_order or df[hue].unique()))
+    sns.barplot(data=df, x=x, y="score", hue=hue, order=order, hue_order=hue_order, palette=palette,
+                errorbar=("ci", 95), seed=0, ax=ax)
     ax.axhline(1.0, color="k", ls="--", lw=1)
     ax.set_ylabel("pointing score")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=20)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -1,0 +1,241 @@
+"""fer_kit.explain: maps of the input's size for every registry model and method, AU regions from the
+landmarks, the pointing score, and that training moves the maps onto the AU regions."""
+import json
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+
+from fer_kit import explain as ex
+from fer_kit.labels import EXPR_CLASSES
+from fer_kit.models import create_model, list_models
+
+# The smallest inputs each model accepts (fast tests): paper C needs 40 px for its 5 x 5 patch grid,
+# DDAMFN sizes its whole-map kernels to the input (image_size=), the rest run at 32 px.
+SIZES = {"scan_cci": 40, "scan_cci_code": 40, "scan_cci_small": 40}
+KWARGS = {"ddamfn": dict(image_size=32)}
+
+
+def size_of(name: str) -> int:
+    return SIZES.get(name, 32)
+
+
+@lru_cache(maxsize=None)
+def model_of(name: str):
+    torch.manual_seed(0)
+    return create_model(name, **KWARGS.get(name, {})).eval()
+
+
+@pytest.fixture(scope="module")
+def happy_and_more():
+    """Synthetic faces of every class with their landmarks, at 80 px (DAN's laptop size)."""
+    from fer_kit.data.synthetic import render_faces
+
+    f = render_faces(n=120, size=112, seed=1)
+    return ex.faces_from_arrays(f["images"], f["labels"], f["landmarks"], EXPR_CLASSES, size=80)
+
+
+# ------------------------------------------------------------------------------ maps of every model
+
+@pytest.mark.parametrize("method", list(ex.METHODS))
+@pytest.mark.parametrize("name", list_models())
+def test_every_registry_model_gives_a_map_of_the_input_size(name, method):
+    s, n = size_of(name), 1 if method == "scorecam" else 2     # ScoreCAM: one forward pass per channel
+    x = torch.randn(n, 3, s, s, generator=torch.Generator().manual_seed(1))
+    maps = ex.cam_maps(model_of(name), x, method, targets=[0, 1][:n], score_batch_size=512)
+    assert isinstance(maps, np.ndarray) and maps.shape == (n, s, s)
+    assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_named_target_layer_gives_a_map(name):
+    s = size_of(name)
+    model = model_of(name)
+    layers = ex.target_layers(model)
+    assert layers, name
+    for layer in layers:
+        maps = ex.cam_maps(model, torch.randn(1, 3, s, s), "gradcam++", layer, targets=0)
+        assert maps.shape == (1, s, s) and np.isfinite(maps).all(), layer
+    # the taps were removed again: the model carries no pre-hooks afterwards
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_dan_layers_are_the_trunk_and_each_head():
+    assert ex.target_layers(model_of("test_dan")) == ["trunk", "layer3", "head0", "head1"]
+    assert ex.target_layers(model_of("ddamfn")) == ["attention", "trunk"]
+    assert ex.target_layers(model_of("scan_cci_small"))[0] == "layer3"
+
+
+def test_wrapper_returns_one_tensor_for_every_model():
+    for name in list_models():
+        s = size_of(name)
+        with ex.CamModel(model_of(name)) as cm:
+            out = cm(torch.randn(2, 3, s, s))
+        assert isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2, name
+
+
+def test_va_regression_target_explains_ddamfn_valence_and_arousal():
+    model, x = model_of("ddamfn"), torch.randn(2, 3, 32, 32)
+    with ex.CamModel(model, output="va") as cm:
+        assert cm(x).shape == (2, 2)
+    for target in (ex.VATarget(0), ex.VATarget(1, sign=-1.0)):
+        maps = ex.cam_maps(model, x, "gradcam", targets=target, output="va")
+        assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+    assert float(ex.VATarget(1, sign=-1.0)(torch.tensor([0.2, 0.5]))) == -0.5
+    with pytest.raises(ValueError, match="not a classifier"):
+        ex.cam_maps(model, x, "gradcam", output="va")
+
+
+def test_unknown_method_or_layer_names_the_choices():
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="gradcam"):
+        ex.cam_maps(model_of("test_dan"), x, "gradcamm")
+    with pytest.raises(ValueError, match="head0"):
+        ex.cam_maps(model_of("test_dan"), x, "gradcam", layer="head9")
+
+
+def test_raw_attention_maps_are_upsampled_onto_the_face():
+    x = torch.randn(2, 3, 80, 80)
+    dan = ex.attention_maps(model_of("test_dan"), x)
+    assert dan.shape == (2, 2, 80, 80) and np.isfinite(dan).all() and dan.min() >= 0 and dan.max() <= 1
+    ddamfn = ex.attention_maps(model_of("ddamfn"), torch.randn(2, 3, 32, 32))
+    assert ddamfn.shape == (2, 2, 32, 32)
+    with pytest.raises(ValueError, match="no spatial attention"):
+        ex.attention_maps(model_of("test_resnet_classifier"), x)
+
+
+# ------------------------------------------------------------------------------ AU regions
+
+def test_regions_sit_where_the_action_units_act(happy_and_more):
+    faces = happy_and_more
+    rows = lambda m: np.nonzero(m)[0].mean() / m.shape[0]     # vertical centre of a mask, 0 = top
+    for pts in faces.landmarks[:20]:
+        corners, brows = ex.region_mask(pts, "mouth corners", 80), ex.region_mask(pts, "brows", 80)
+        lids, jaw = ex.region_mask(pts, "lids", 80), ex.region_mask(pts, "lips and jaw", 80)
+        assert rows(corners) > 0.5 and rows(jaw) > 0.5            # lower half of the image
+        assert rows(brows) < 0.5 and rows(brows) < rows(lids)      # upper half, above the eyes
+        for m in (corners, brows, lids, jaw):
+            assert 0.0 < m.mean() < 0.2
+
+
+def test_class_regions_follow_the_prototypes(happy_and_more):
+    faces = happy_and_more
+    for i, k in enumerate(faces.labels):
+        share = faces.masks[i].mean()
+        if EXPR_CLASSES[k] in ("Neutral", "Other"):
+            assert share == 0.0 and not faces.scorable[i]
+        else:
+            assert 0.0 < share < 0.4 and faces.scorable[i]
+    happy = int(np.flatnonzero(faces.labels == EXPR_CLASSES.index("Happiness"))[0])
+    pts = faces.landmarks[happy]
+    expected = ex.region_mask(pts, "lids", 80) | ex.region_mask(pts, "mouth corners", 80)
+    assert (faces.masks[happy] == expected).all()
+    assert ex.class_aus("Surprise") == ("AU1", "AU2", "AU25", "AU26") and ex.class_aus("Other") == ()
+
+
+def test_landmarks_follow_a_resize():
+    from fer_kit.data.synthetic import render_faces
+
+    f = render_faces(n=6, size=112, seed=2)
+    big = ex.faces_from_arrays(f["images"], f["labels"], f["landmarks"], EXPR_CLASSES, size=112)
+    small = ex.faces_from_arrays(f["images"], f["labels"], f["landmarks"], EXPR_CLASSES, size=56)
+    for a, b in zip(big.landmarks, small.landmarks):
+        assert np.allclose((a + 0.5) / 2 - 0.5, b, atol=1e-4)
+        m_big = ex.region_mask(a, "lips and jaw", 112)[::2, ::2]
+        m_small = ex.region_mask(b, "lips and jaw", 56)
+        assert (m_big & m_small).sum() / (m_big | m_small).sum() > 0.7
+
+
+# ------------------------------------------------------------------------------ the pointing score
+
+def test_pointing_score_of_a_uniform_map_is_one_and_of_the_mask_is_one_over_its_share():
+    mask = np.zeros((40, 40), bool)
+    mask[5:15, 10:30] = True                                      # share 200 / 1600 = 0.125
+    assert ex.pointing_score(np.full((40, 40), 0.3), mask) == pytest.approx(1.0)
+    assert ex.pointing_score(mask.astype(float), mask) == pytest.approx(1 / 0.125)
+    assert ex.pointing_score((~mask).astype(float), mask) == 0.0
+    assert np.isnan(ex.pointing_score(np.zeros((40, 40)), mask))
+    assert np.isnan(ex.pointing_score(np.ones((40, 40)), np.zeros((40, 40), bool)))
+
+
+def test_pointing_table_has_a_row_per_scorable_face_method_and_layer(happy_and_more):
+    faces = happy_and_more.subset(np.arange(24))
+    df = ex.pointing_scores(model_of("test_dan"), faces, ["gradcam", "eigencam"], layers=["trunk", "head1"])
+    n = int(faces.scorable.sum())
+    assert len(df) == 4 * n and set(df["layer"]) == {"trunk", "head1"}
+    assert not set(df["class"]) & {"Neutral", "Other"}
+    assert np.isfinite(df["score"]).all() and (df["score"] >= 0).all()
+    att = ex.attention_pointing(model_of("test_dan"), faces)
+    assert len(att) == 2 * n and set(att["layer"]) == {"head0", "head1"}
+
+
+def test_confident_mistakes_are_wrong_and_sorted():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([1, 1, 1, 0])
+    assert ex.confident_mistakes(probs, labels, n=5).tolist() == [0, 3, 2]
+
+
+# ------------------------------------------------------------------------------ training moves the maps
+
+def test_a_trained_dan_points_at_the_au_regions_and_an_untrained_one_does_not(tmp_path, cache_dir):
+    """A small DAN run (1,500 frames, 80 px, 3 epochs): Grad-CAM on its last block puts more of its mass
+    on the class's AU regions than the same architecture untrained. Measured on this CPU: trained
+    TRAINED_MEASURED, untrained UNTRAINED_MEASURED."""
+    from fer_kit.config import TrainConfig
+    from fer_kit.train import fit
+
+    cfg = TrainConfig(n_frames=1500, epochs=3, out_dir=str(tmp_path / "run"), progress=False)
+    model = fit(cfg).model
+    faces = ex.load_faces(cfg, n_faces=120, seed=0)
+    trained = ex.pointing_scores(model, faces, ["gradcam"])["score"].mean()
+    untrained = ex.pointing_scores(ex.untrained_model(cfg), faces, ["gradcam"])["score"].mean()
+    assert trained > untrained + 0.15, (trained, untrained)
+
+
+# ------------------------------------------------------------------------------ notebook 10
+
+def test_10_parameter_cell_defaults_are_the_config_defaults():
+    import ast
+    from dataclasses import fields
+
+    import papermill as pm
+
+    from fer_kit.paths import project_dir
+
+    params = pm.inspect_notebook(project_dir() / "notebooks" / "10_gradcam_attention.ipynb")
+    defaults = {f.name: f.default for f in fields(ex.ExplainConfig)}
+    assert set(params) == set(defaults)
+    for p in params.values():
+        assert ast.literal_eval(p["default"]) == defaults[p["name"]], p["name"]
+
+
+def test_explain_config_rejects_unknown_names():
+    with pytest.raises(ValueError, match="n_faces"):
+        ex.ExplainConfig.from_params({"n_face": 3})
+    with pytest.raises(ValueError, match="gradcam"):
+        ex.ExplainConfig(methods="gradcam,gradcan")
+    with pytest.raises(ValueError, match="ddamfn"):
+        ex.ExplainConfig(models="dan,ddamfm")
+
+
+@pytest.mark.notebooks
+def test_10_small_run_learns_and_writes_its_figures(tmp_path, cache_dir):
+    import papermill as pm
+
+    from fer_kit.paths import project_dir
+
+    pm.execute_notebook(project_dir() / "notebooks" / "10_gradcam_attention.ipynb", tmp_path / "out.ipynb",
+                        parameters=dict(run_dir=str(tmp_path / "no_run"), models="dan,ddamfn",
+                                        methods="gradcam,eigencam,scorecam", n_faces=96, scorecam_faces=2,
+                                        n_frames=1500, epochs=3, max_batches=16, interactive=False,
+                                        out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures")),
+                        kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["dan"]["how"].startswith("trained here")
+    assert summary["dan"]["trained"] > summary["dan"]["untrained"], summary
+    text = (tmp_path / "out.ipynb").read_text()
+    assert "mean Grad-CAM pointing score" in text and "/tmp/" not in text
+    for fig in ("10_au_regions", "10_gradcam_grid", "10_dan_heads", "10_pointing_trained_vs_untrained",
+                "10_pointing_methods", "10_failures", "10_explorer"):
+        assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
