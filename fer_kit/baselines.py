@@ -47,14 +47,18 @@ def majority_class(train, val) -> dict:
     return metrics.expr_report(y_va, pred, num_classes=len(classes), class_names=classes)
 
 
-def trivial_multitask(train_table, val_table) -> dict:
+def trivial_multitask(train_table, val_table, au: str = "none") -> dict:
     """What knowing only the training label statistics scores on the multi-task split (paper D's P):
-    the training mean VA for every frame (CCC 0), the majority expression, and no AU ever active."""
+    the training mean VA for every frame (CCC 0), the majority expression, and for the AUs either none
+    ever active (au="none": AU F1 0) or every AU always active (au="all": each AU's F1 is then
+    2p / (1 + p) for its base rate p, the floor a real AU detector has to beat)."""
+    if au not in ("none", "all"):
+        raise ValueError(f"au must be 'none' or 'all'; got {au!r}")
     n = len(val_table)
     va_mean = np.nanmean(train_table.va, axis=0)
     counts = np.bincount(train_table.labels[train_table.labels >= 0], minlength=len(train_table.classes))
     outs = {"va": np.tile(va_mean, (n, 1)), "expr": np.tile(np.eye(len(counts))[counts.argmax()], (n, 1)),
-            "au": np.zeros((n, val_table.au.shape[1]))}
+            "au": np.full((n, val_table.au.shape[1]), 1.0 if au == "all" else 0.0)}
     targets = {"va": np.nan_to_num(val_table.va, nan=VA_INVALID), "expr": val_table.labels, "au": val_table.au}
     return metrics.mtl_report(outs, targets, val_table.classes)
 
@@ -92,3 +96,19 @@ def landmark_logistic_regression(train_table, val_table, class_weight: str | Non
         clf.fit(x_tr, y_tr)
     classes = list(train_table.classes)
     return metrics.expr_report(y_va, clf.predict(x_va), num_classes=len(classes), class_names=classes)
+
+
+def reference_sentence(name: str, score: float, references: dict[str, float], metric: str = "P") -> str:
+    """The run's own reading of one score against its reference points: which it beats and which it
+    does not (a single run: no interval, so a difference below 0.01 is called a tie)."""
+    beats = [f"{k} ({v:.3f})" for k, v in references.items() if score > v + 0.01]
+    short = [f"{k} ({v:.3f})" for k, v in references.items() if score < v - 0.01]
+    ties = [f"{k} ({v:.3f})" for k, v in references.items() if abs(score - v) <= 0.01]
+    parts = [f"{name}: {metric} {score:.3f}"]
+    if beats:
+        parts.append("beats " + ", ".join(beats))
+    if ties:
+        parts.append("ties with " + ", ".join(ties))
+    if short:
+        parts.append("does NOT beat " + ", ".join(short))
+    return "; ".join(parts) + "."

@@ -28,6 +28,7 @@ from .config import EnsembleConfig, EnsembleStudyConfig, TrainConfig
 from .data.clips import ClipDataset
 from .data.dataset import FrameDataset
 from .data.sampling import bagging_subsets
+from .metrics import gain_sentence, paired_gain  # noqa: F401  (part of this module's API: notebook 09)
 from .paths import output_dir, shown
 from .train import ExprData, config_parser, fit, load_expr_data, load_run, record
 
@@ -426,29 +427,11 @@ def subset_study(pred: MemberPredictions, num_classes: int):
     return pd.DataFrame(rows)
 
 
-def paired_gain(row_a, row_b, videos: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Row a's score minus row b's (row functions as in `interval_table`) with a paired bootstrap interval
-    over videos (the same resampled videos for both), and the verdict the interval allows: "better",
-    "worse" or "within the noise"."""
-    diff = row_a(np.arange(len(videos))) - row_b(np.arange(len(videos)))
-    lo, hi = metrics.video_bootstrap(lambda i: row_a(i) - row_b(i), videos, n_boot=n_boot, seed=seed)
-    verdict = "better" if lo > 0 else "worse" if hi < 0 else "within the noise"
-    return {"gain": diff, "low": lo, "high": hi, "verdict": verdict}
-
-
 def gain_over(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, videos: np.ndarray, num_classes: int,
               n_boot: int = 1000, seed: int = 0) -> dict:
     """`paired_gain` of two models' predicted classes."""
     score = score_fn(num_classes)
     return paired_gain(predicted(labels, pred_a, score), predicted(labels, pred_b, score), videos, n_boot, seed)
-
-
-def gain_sentence(gain: dict, a: str, b: str) -> str:
-    """The run's own reading of a paired comparison, e.g. for notebooks and the CLI."""
-    reading = {"better": f"{a} is better beyond the noise",
-               "worse": f"{a} is worse beyond the noise",
-               "within the noise": f"within the noise: this run cannot tell {a} from {b}"}[gain["verdict"]]
-    return f"{a} - {b}: {gain['gain']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap over videos); {reading}"
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -45,6 +45,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from . import metrics
 from .config import TrainConfig, is_lsd_model
 from .data.synthetic import PROTOTYPES
 from .models import DAN, DDAMFN, RegNetTransformer
@@ -56,7 +57,7 @@ __all__ = ["METHODS", "METHOD_LABELS", "CamModel", "VATarget", "target_layers", 
            "AU_REGION", "REGIONS", "class_aus", "region_mask", "class_mask", "pointing_score", "Faces",
            "load_faces", "faces_from_arrays", "pointing_scores", "attention_pointing", "load_run",
            "untrained_model", "fallback_config", "obtain_model", "PAPER_RUNS", "ExplainConfig",
-           "predict_proba", "confident_mistakes", "explorer"]
+           "predict_proba", "confident_mistakes", "pointing_gap", "pointing_sentence", "explorer"]
 
 # pytorch-grad-cam classes by the names notebooks and configs use
 METHODS: dict[str, type] = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM,
@@ -183,7 +184,7 @@ def _targets(targets, n: int) -> list | None:
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, method: str = "gradcam", layer: str | None = None,
-             targets=None, output: str = "logits", batch_size: int = 32, score_batch_size: int = 128) -> np.ndarray:
+             targets=None, output: str = "logits", batch_size: int = 32, score_batch_size: int = 64) -> np.ndarray:
     """Maps (N, H, W) in [0, 1] for images (N, 3, H, W), each at the input's size.
 
     method: a key of METHODS; layer: a name of CamModel(model).layers (None = the model's default);
@@ -357,6 +358,11 @@ class Faces:
     landmarks: np.ndarray       # (N, 68, 2) pixel (x, y) at size S
     masks: np.ndarray           # (N, S, S) bool: regions of the class's AUs (all False for Neutral, Other)
     source: str = ""
+    videos: np.ndarray | None = None   # (N,) video of each face, for intervals over videos (None: one per face)
+
+    def __post_init__(self):
+        if self.videos is None:
+            self.videos = np.array([f"face_{i}" for i in range(len(self.labels))])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -369,7 +375,7 @@ class Faces:
     def subset(self, index) -> "Faces":
         idx = np.asarray(index)
         return Faces(self.images[torch.as_tensor(idx)], self.pixels[idx], self.labels[idx], self.classes,
-                     self.landmarks[idx], self.masks[idx], self.source)
+                     self.landmarks[idx], self.masks[idx], self.source, self.videos[idx])
 
 
 def faces_from_arrays(images: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, classes: Sequence[str],
@@ -435,7 +441,7 @@ def load_faces(cfg: TrainConfig, n_faces: int = 120, seed: int = 0) -> Faces:
                  pixels=pixels.permute(0, 2, 3, 1).numpy() / 255.0, labels=table.labels.copy(),
                  classes=tuple(table.classes), landmarks=pts,
                  masks=np.stack([class_mask(p, table.classes[k], s) for p, k in zip(pts, table.labels)]),
-                 source=table.report.source)
+                 source=table.report.source, videos=table.videos.copy())
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -496,6 +502,40 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int = 6) -> np.
     """Indices of the n wrong predictions made with the highest confidence, most confident first."""
     wrong = np.flatnonzero(probs.argmax(1) != labels)
     return wrong[np.argsort(-probs[wrong].max(1))][:n]
+
+
+def pointing_gap(scores: pd.DataFrame, faces: Faces, layer: str, method: str = "Grad-CAM", model: str = "dan",
+                 n_boot: int = 1000, seed: int = 0) -> dict:
+    """Trained vs untrained mean pointing score on the same faces, each with a 95% interval over videos
+    and the trained - untrained gap with a paired one. A face's neighbours in its video look alike, so
+    the faces are not independent draws: videos are resampled, not faces."""
+    d = scores[(scores.model == model) & (scores.method == method) & (scores.layer == layer)]
+    arms = {state: d[d.state == state].groupby("face").score.mean() for state in ("trained", "untrained")}
+    shared = arms["trained"].index.intersection(arms["untrained"].index)
+    if len(shared) == 0:
+        raise ValueError(f"no face has both a trained and an untrained {method} score on {model}'s {layer!r}")
+    t, u = (arms[s].loc[shared].to_numpy() for s in ("trained", "untrained"))
+    videos = faces.videos[shared.to_numpy()]
+    out = {"layer": layer, "method": method, "faces": len(shared), "videos": len(np.unique(videos))}
+    for name, x in (("trained", t), ("untrained", u)):
+        lo, hi = metrics.video_bootstrap(lambda i: x[i].mean(), videos, n_boot=n_boot, seed=seed)
+        out.update({name: float(x.mean()), f"{name}_low": lo, f"{name}_high": hi})
+    out["gap"] = metrics.paired_gain(lambda i: t[i].mean(), lambda i: u[i].mean(), videos, n_boot=n_boot, seed=seed)
+    return out
+
+
+def pointing_sentence(gap: dict, bar: float = 1.5, control_bar: float = 1.2) -> str:
+    """The run's own reading of `pointing_gap`, against issue 12's bars (trained >= 1.5, untrained < 1.2)."""
+    g = gap["gap"]
+    verdict = {"better": "training moved the maps onto the AU regions beyond the noise",
+               "worse": "the trained network points *less* at the AU regions than the untrained one, beyond the noise",
+               "within the noise": "the gap is within the noise: this run cannot tell trained from untrained"}[g["verdict"]]
+    bars = (f"the trained score {'reaches' if gap['trained'] >= bar else 'stays below'} {bar} and the untrained "
+            f"one {'stays below' if gap['untrained'] < control_bar else 'reaches'} {control_bar}")
+    return (f"{gap['method']} on {gap['layer']}, {gap['faces']} faces from {gap['videos']} videos: trained "
+            f"{gap['trained']:.2f} [{gap['trained_low']:.2f}, {gap['trained_high']:.2f}], untrained "
+            f"{gap['untrained']:.2f} [{gap['untrained_low']:.2f}, {gap['untrained_high']:.2f}]; gap "
+            f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]: {verdict}; {bars}.")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -586,7 +626,7 @@ class ExplainConfig:
     scorecam_faces: int = 2               # ScoreCAM runs one forward pass per channel: fewer faces
     n_frames: int = 3000                  # data of the small runs trained when a notebook's run is absent
     epochs: int = 1                       # epochs of those small runs
-    max_batches: int | None = 40          # cap on batches per epoch of those runs (None: whole epochs)
+    max_batches: int | None = 20          # cap on batches per epoch of those runs (None: whole epochs)
     interactive: bool = True              # build the ipywidgets explorer (a static figure is drawn either way)
     seed: int = 0
     out_dir: str = "runs/10_gradcam_attention"   # pointing scores (csv) and summary.json of this notebook

@@ -592,8 +592,8 @@ class AttentionDiversityLoss(nn.Module):
     The formula does the opposite: it is the *inverse* of the mean pairwise MSE, so it is minimised by
     heads whose maps DIFFER (large MSE) and is huge when they agree. That matches the DDAMFN paper's
     intent (several heads that attend to different facial regions, like DAN's partition loss), and it is
-    what both papers' code trained with, so the kit implements the code's formula under a name that says
-    what it rewards. With identical heads the loss is P / eps (about 4.5e15 for two heads): large but finite.
+    what the DDAMFN code trains with; paper D published no code, so what its authors ran is not known.
+    The kit implements the DDAMFN code's formula under a name that says what it rewards. With identical heads the loss is P / eps (about 4.5e15 for two heads): large but finite.
 
     With one head there are no pairs and the loss is 0 (the code returned the integer 0; here a zero
     tensor that still joins the graph).

@@ -406,3 +406,22 @@ def mean_f1_fast(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> fl
     tp = np.diag(cm)
     denom = cm.sum(0) + cm.sum(1)
     return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
+
+
+def paired_gain(row_a, row_b, videos: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Row a's score minus row b's (row functions map frame indices to a score, as in
+    `ensemble.interval_table`) with a paired bootstrap interval
+    over videos (the same resampled videos for both), and the verdict the interval allows: "better",
+    "worse" or "within the noise"."""
+    diff = row_a(np.arange(len(videos))) - row_b(np.arange(len(videos)))
+    lo, hi = video_bootstrap(lambda i: row_a(i) - row_b(i), videos, n_boot=n_boot, seed=seed)
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "within the noise"
+    return {"gain": diff, "low": lo, "high": hi, "verdict": verdict}
+
+
+def gain_sentence(gain: dict, a: str, b: str) -> str:
+    """The run's own reading of a paired comparison, e.g. for notebooks and the CLI."""
+    reading = {"better": f"{a} is better beyond the noise",
+               "worse": f"{a} is worse beyond the noise",
+               "within the noise": f"within the noise: this run cannot tell {a} from {b}"}[gain["verdict"]]
+    return f"{a} - {b}: {gain['gain']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap over videos); {reading}"

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -20,11 +21,12 @@ def _save(fig, path: str | Path | None):
 
 
 def sample_grid(images: Sequence, labels: Sequence[int], classes: Sequence[str], per_class: int = 6,
-                path=None, title: str | None = None):
-    """A row of faces per class; images are uint8 (3,H,W) tensors or (H,W,3) arrays."""
+                path=None, title: str | None = None, groups=None):
+    """A row of faces per class; images are uint8 (3,H,W) tensors or (H,W,3) arrays. Pass each frame's
+    video as `groups` so a row shows different people, not consecutive frames of one."""
     from .data.plots import landmark_grid   # data.plots builds on this module
 
-    return landmark_grid(images, labels, None, classes, per_class=per_class, path=path, title=title)
+    return landmark_grid(images, labels, None, classes, per_class=per_class, path=path, title=title, groups=groups)
 
 
 def class_counts(summary: pd.DataFrame, path=None, title="Frames per class"):
@@ -39,7 +41,7 @@ def class_counts(summary: pd.DataFrame, path=None, title="Frames per class"):
     return _save(fig, path)
 
 
-def learning_curves(history: pd.DataFrame, path=None, loss_title="training loss (paper A Eq. 3 and its terms)"):
+def learning_curves(history: pd.DataFrame, path=None, loss_title="training loss and its terms"):
     """Training loss terms and the validation numbers the run recorded, per epoch."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     loss_cols = [c for c in history if c.startswith("train_") and (history[c] > 0).all()]   # log scale
@@ -51,6 +53,8 @@ def learning_curves(history: pd.DataFrame, path=None, loss_title="training loss 
     history.plot(x="epoch", y=val_cols, ax=b, marker="o")
     b.set_title("validation")
     b.set_ylim(min(0, float(history[val_cols].min().min())), max(1, float(history[val_cols].max().max())))
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))    # epochs are whole numbers
     fig.tight_layout()
     return _save(fig, path)
 
@@ -83,7 +87,8 @@ def confusion_matrix(cm, classes: Sequence[str], path=None, normalize: bool = Tr
                 yticklabels=classes, vmin=0, vmax=1 if normalize else None, cbar=False, ax=ax, annot_kws={"fontsize": 8})
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title + ("\nrow-normalised: each true class sums to 1 (recall on the diagonal)" if normalize else "\ncounts"),
+                 fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -187,15 +192,16 @@ def patch_grids(image, grids: dict[str, tuple[list[int], list[int], int]], path=
 
 def au_f1_thresholds(fixed: dict[str, float], tuned: dict[str, float], thresholds: dict[str, float], path=None,
                      title="Per-AU F1 (validation): threshold 0.5 vs tuned per AU"):
-    """Per-AU F1 at 0.5 beside F1 at each AU's tuned threshold (printed above its bar)."""
+    """Per-AU F1 at 0.5 beside F1 at each AU's tuned threshold; the thresholds are not F1 values, so they
+    are written under the AU names (x axis), not on the F1 axis."""
     names = list(fixed)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(10, 3.4))
-    ax.bar(x - 0.2, [fixed[n] for n in names], 0.4, label="threshold 0.5")
-    bars = ax.bar(x + 0.2, [tuned[n] for n in names], 0.4, label="tuned threshold")
-    for b, n in zip(bars, names):
-        ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{thresholds[n]:.2f}", ha="center", fontsize=7)
-    ax.set(xticks=x, xticklabels=names, ylabel="F1", ylim=(0, 1.1), title=title)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.bar(x - 0.2, [fixed[n] for n in names], 0.4, label="F1 at threshold 0.5")
+    ax.bar(x + 0.2, [tuned[n] for n in names], 0.4, label="F1 at the AU's tuned threshold t")
+    ax.set(xticks=x, xticklabels=[f"{n}\nt={thresholds[n]:.2f}" for n in names], ylabel="F1", ylim=(0, 1.05),
+           title=title)
+    ax.tick_params(axis="x", labelsize=8)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
@@ -217,9 +223,12 @@ def va_scatter(va_true: np.ndarray, va_pred: np.ndarray, path=None, title="Valen
 def model_scores(scores: dict[str, float], references: dict[str, float] | None = None, path=None,
                  metric: str = "P_EXPR", title: str = "Validation score per model"):
     """One bar per trained model, dashed lines for the reference points (initialisation, trivial predictor)."""
-    fig, ax = plt.subplots(figsize=(1.3 * len(scores) + 2.5, 3.2))
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(1.8 * len(scores) + 2.5, 3.4))
     names = list(scores)
-    bars = ax.bar(names, [scores[n] for n in names], color=sns.color_palette("deep", len(names)))
+    bars = ax.bar(range(len(names)), [scores[n] for n in names], color=sns.color_palette("deep", len(names)))
+    ax.set_xticks(range(len(names)), [textwrap.fill(n, 22) for n in names])   # long names wrap, never overlap
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
         ax.axhline(value, ls=style, c="0.3", lw=1, label=f"{name} {value:.3f}")

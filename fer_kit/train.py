@@ -34,7 +34,7 @@ from .data.table import FrameTable
 from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
 from .data.sources import dataset_root, lsd_tables
-from .data.transforms import dan_train_transform, eval_transform
+from .data.transforms import eval_transform, mixup_batch, train_transform
 from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss
 from .models import create_model
 from .paths import output_dir, shown
@@ -107,7 +107,8 @@ def load_expr_data(cfg: TrainConfig) -> ExprData:
     print(train.report)
     print(val.report)
     data = ExprData(
-        train=FrameDataset(train, cfg.image_size, dan_train_transform(), progress=cfg.progress, targets=targets),
+        train=FrameDataset(train, cfg.image_size, train_transform(cfg.augment, cfg.image_size), progress=cfg.progress,
+                           targets=targets),
         val=FrameDataset(val, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets),
         classes=train.classes, source=source,
     )
@@ -222,6 +223,16 @@ def set_stage(model: nn.Module, criterion: nn.Module, cfg: TrainConfig, epoch: i
     return "heads only" if frozen else "all"
 
 
+def keep_frozen_in_eval(model: nn.Module) -> None:
+    """Put every submodule whose parameters are all frozen into eval mode, so a frozen trunk's BatchNorm
+    keeps its running statistics (requires_grad=False stops the weights, not the statistics, which
+    train() mode would keep updating from the new data) and its dropout stays off."""
+    for m in model.modules():
+        params = list(m.parameters())
+        if params and not any(p.requires_grad for p in params):
+            m.eval()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where oneDNN runs bf16 natively (AVX512-BF16 / AMX). Elsewhere bf16 autocast is emulated:
     on an AVX2-only 2-core EPYC it trained ResNet-18 ~20x slower than fp32 (benchmarks/train_speed.py)."""
@@ -247,6 +258,8 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int) -> dict[str, float]:
     model.train()
+    if getattr(model, "features_frozen", False):       # the heads-only stage (set_stage)
+        keep_frozen_in_eval(model)
     criterion.train()
     sums, n_seen = {}, 0
     total = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
@@ -260,7 +273,14 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
         n = len(x)
         with _autocast(device):
-            out = model(x)
+            if cfg.mixup_alpha:
+                # paper E's code: the emotion branch sees the mixed batch and learns lam y_a + (1 - lam) y_b
+                # (soft targets into its weighted CE); the landmark branch sees the unmixed faces
+                mixed, soft = mixup_batch(x, y["expr"], cfg.mixup_alpha, cfg.num_classes)
+                out = model(mixed, x_landmarks=x)
+                y = {**y, "expr": soft}
+            else:
+                out = model(x)
         parts = compute_loss(criterion, out, y)
         loss = parts["loss"]
         if not torch.isfinite(loss):
@@ -474,7 +494,10 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
         history.append(row)
         stage = f" [{row['stage']}]" if cfg.freeze_epochs else ""
         print(f"epoch {epoch}{stage}: train loss {row['train_loss']:.3f}  val {shown_metrics}  ({seconds:.0f} s)")
-        if best is None or report["score"] > best["score"]:
+        # a fine-tuned run keeps a fine-tuned epoch: with freeze_epochs < epochs, the heads-only epochs are
+        # not candidates (else a "fine-tuned" row could report a heads-only checkpoint)
+        candidate = epoch > cfg.freeze_epochs or cfg.freeze_epochs >= cfg.epochs
+        if candidate and (best is None or report["score"] > best["score"]):
             best = {**report, "epoch": epoch}
             save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
                              "epoch": epoch, "metrics": best}, best_path)

@@ -46,6 +46,31 @@ def test_clip_dataset_repeats_the_last_frame_with_label_minus_one(tiny_data):
     assert clips.padding == int((clips.index < 0).sum())
 
 
+def test_a_clip_gets_one_augmentation_draw_for_all_its_frames(tiny_data):
+    """Each frame drawn on its own came out mirrored F,T,F,T,...: a clip must flip (crop, jitter) as one."""
+    from fer_kit.data.transforms import train_transform
+
+    frames = tiny_data.val
+    aug = type(frames).__new__(type(frames))
+    aug.__dict__.update(frames.__dict__)
+    aug.transform = train_transform("paper_c", 32)                 # a face flip with p = 0.5, then colour jitter
+    plain = frames.transform
+    clips = ClipDataset(aug, 8)
+    i = next(k for k, row in enumerate(clips.index) if (row >= 0).all())
+    row = clips.index[i]
+    torch.manual_seed(0)
+    flips = set()
+    for _ in range(12):
+        x, _ = clips[i]
+        # frame by frame: closer to its mirror image than to itself means this draw flipped it
+        d = [(float((x[t] - plain(frames.image(j))).abs().mean()), float((x[t] - plain(frames.image(j)).flip(-1)).abs().mean()))
+             for t, j in enumerate(row)]
+        per_frame = {a > b for a, b in d}
+        assert len(per_frame) == 1, f"frames of one clip flipped differently: {[a > b for a, b in d]}"
+        flips |= per_frame
+    assert flips == {True, False}                                   # both draws happen over 12 tries
+
+
 def test_predict_on_clips_gives_every_frame_once_in_table_order(tiny_data):
     """A model that answers each frame's own label proves the frames come back where they belong."""
     class Oracle(torch.nn.Module):

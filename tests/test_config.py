@@ -29,3 +29,26 @@ def test_notebook_params_collects_injected_names():
     ns["epoch"] = 8                                      # what `papermill -p epoch 8` injects
     with pytest.raises(ValueError, match="'epoch'"):
         params.config()
+
+
+@pytest.mark.parametrize("preset, model, augment, mixup", [
+    ("laptop", "dan", "dan_laptop", 0.0), ("paper", "dan", "paper_a", 0.0),
+    ("paper_b", "regnet_transformer", "paper_b", 0.0), ("paper_c", "scan_cci", "paper_c", 0.0),
+    ("paper_d", "ddamfn", "dan_affectnet", 0.0), ("paper_e", "dan_landmarks", "paper_e", 0.1),
+    ("paper_e", "dan", "paper_e", 0.0), ("laptop_b", "regnet_transformer", "dan_laptop", 0.0),
+    ("laptop_c", "scan_cci_small", "dan_laptop", 0.0), ("laptop_d", "ddamfn", "dan_laptop", 0.0),
+    ("laptop_e", "dan_landmarks", "dan_laptop", 0.0)])
+def test_each_paper_preset_trains_with_its_paper_augmentation(preset, model, augment, mixup):
+    classes = 6 if model == "dan_landmarks" else 8
+    cfg = TrainConfig(preset=preset, model=model, num_classes=classes)
+    assert (cfg.augment, cfg.mixup_alpha) == (augment, mixup)
+    assert TrainConfig(preset=preset, model=model, num_classes=classes, augment="none").augment == "none"
+
+
+def test_augmentation_names_and_mixup_are_checked():
+    with pytest.raises(ValueError, match="unknown augment recipe 'paper_z'"):
+        TrainConfig(augment="paper_z")
+    with pytest.raises(ValueError, match="needs an LSD model"):
+        TrainConfig(model="dan", mixup_alpha=0.2)
+    with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
+        TrainConfig(model="dan_landmarks", num_classes=6, mixup_alpha=-1.0)

@@ -220,24 +220,25 @@ def test_explain_config_rejects_unknown_names():
 
 
 @pytest.mark.notebooks
-@pytest.mark.skip(reason="failed in the last run of the session that wrote notebook 10, with no time left to find "
-                         "why; notebook 10 is committed without outputs (see that session's closing note)")
 def test_10_small_run_learns_and_writes_its_figures(tmp_path, cache_dir):
     import papermill as pm
 
     from fer_kit.paths import project_dir
 
     pm.execute_notebook(project_dir() / "notebooks" / "10_gradcam_attention.ipynb", tmp_path / "out.ipynb",
-                        parameters=dict(run_dir=str(tmp_path / "no_run"), models="dan,ddamfn",
-                                        methods="gradcam,eigencam,scorecam", n_faces=96, scorecam_faces=2,
-                                        n_frames=1500, epochs=3, max_batches=16, interactive=False,
+                        parameters=dict(run_dir=str(tmp_path / "no_run"), models="dan", methods="gradcam,eigencam",
+                                        n_faces=96, n_frames=1500, epochs=3, interactive=False,
                                         out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures")),
                         kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["dan"]["how"].startswith("trained here")
     assert summary["dan"]["trained"] > summary["dan"]["untrained"], summary
-    text = (tmp_path / "out.ipynb").read_text()
-    assert "mean Grad-CAM pointing score" in text and "/tmp/" not in text
+    import nbformat
+
+    printed = "".join(o.get("text", "") for c in nbformat.read(tmp_path / "out.ipynb", 4).cells
+                      for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "mean Grad-CAM pointing score" in printed
+    assert "/tmp/" not in printed          # printed paths are shown relative to the output folder
     for fig in ("10_au_regions", "10_gradcam_grid", "10_dan_heads", "10_pointing_trained_vs_untrained",
                 "10_pointing_methods", "10_failures", "10_explorer"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig

@@ -94,3 +94,26 @@ def test_lsd_run_scores_mean_f1_over_6_and_landmark_error(tmp_path, shifted):
     assert best["score"] == best["lsd_mean_f1"] == best["p_expr"] and len(best["per_class_f1"]) == 6
     assert best["landmark_frames"] > 0 and best["landmark_nme"] > 0
     assert {"train_ce", "train_landmark", "train_affinity", "train_partition"} <= set(result.history)
+
+
+def test_paper_e_preset_mixes_the_emotion_input_and_keeps_the_landmark_input(tmp_path, shifted, monkeypatch):
+    """paper_e's mixup: the emotion branch sees mixed faces and soft targets, the landmark branch the
+    unmixed faces (paper E's code feeds the two branches separately)."""
+    from fer_kit.models.multitask import DANLandmarks
+
+    seen = []
+    original = DANLandmarks.forward
+
+    def spy(self, x, x_landmarks=None):
+        if self.training:
+            seen.append(x_landmarks is not None and not torch.equal(x, x_landmarks))
+        return original(self, x, x_landmarks)
+
+    monkeypatch.setattr(DANLandmarks, "forward", spy)
+    cfg = TrainConfig(model="test_dan_landmarks", preset="paper_e", num_classes=6, n_frames=600, seed=3,
+                      style="cartoon", val_style="photo", image_size=48, batch_size=16, epochs=1, max_batches=2,
+                      progress=False, out_dir=str(tmp_path / "m"))
+    assert cfg.augment == "paper_e" and cfg.mixup_alpha == 0.1
+    result = train.fit(cfg)
+    assert seen and all(seen)
+    assert np.isfinite(result.history["train_loss"]).all()

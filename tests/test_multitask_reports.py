@@ -48,6 +48,13 @@ def test_trivial_multitask_predictor():
     pred = np.full(ok.sum(), counts.argmax())
     assert r["p_expr"] == pytest.approx(metrics.p_expr(val_t.labels[ok], pred))
     assert r["p_mtl"] == pytest.approx(r["p_expr"])
+    every = baselines.trivial_multitask(train_t, val_t, au="all")       # every AU always on: F1 = 2p / (1 + p)
+    valid = val_t.au >= 0
+    rate = np.array([val_t.au[valid[:, k], k].mean() for k in range(val_t.au.shape[1])])
+    assert every["au_f1_mean"] == pytest.approx(np.mean(2 * rate / (1 + rate)))
+    assert every["au_f1_mean"] > 0 and every["p_expr"] == r["p_expr"]
+    with pytest.raises(ValueError, match="au must be"):
+        baselines.trivial_multitask(train_t, val_t, au="some")
 
 
 def test_paper_d_table_layout_and_row():
@@ -85,3 +92,9 @@ def test_threshold_study_tunes_on_half_the_videos_and_scores_the_other():
     assert all(0.25 <= v <= 0.4 for v in study["thresholds"].values())
     with pytest.raises(ValueError, match="two validation videos"):
         metrics.au_threshold_study(truth, prob, np.array(["v"] * n))
+
+
+def test_reference_sentence_says_what_a_score_does_not_beat():
+    s = baselines.reference_sentence("run", 0.35, {"untrained": 0.10, "every AU": 0.40, "same": 0.345})
+    assert s == ("run: P 0.350; beats untrained (0.100); ties with same (0.345); "
+                 "does NOT beat every AU (0.400).")

@@ -95,6 +95,7 @@ def test_multitask_run_trains_every_head_and_scores_p(tmp_path, tiny_mtl):
     result = train.fit(cfg, tiny_mtl)
     h = result.history
     assert h["stage"].tolist() == ["heads only", "all"]
+    assert result.best["epoch"] == 2            # a fine-tuned run keeps a fine-tuned epoch, whatever epoch 1 scored
     assert {"val_p_mtl", "val_ccc_mean", "val_au_f1_mean", "train_va", "train_au", "train_attention"} <= set(h.columns)
     b = result.best
     assert b["p_mtl"] == pytest.approx(b["ccc_mean"] + b["p_expr"] + b["au_f1_mean"])
@@ -106,9 +107,15 @@ def test_heads_only_stage_leaves_the_trunk_untouched(tmp_path, tiny_mtl):
     cfg = tiny_config(tmp_path, model="ddamfn", task="mtl", preset="laptop_d", image_size=None, batch_size=8,
                       epochs=1, freeze_epochs=1, max_batches=2)
     torch.manual_seed(cfg.seed)
-    before = train.build_model(cfg).trunk.stem.conv.weight.detach().clone()   # fit seeds the same way
+    start = train.build_model(cfg)                                             # fit seeds the same way
+    before = start.trunk.stem.conv.weight.detach().clone()
+    stats = {k: v.clone() for k, v in start.trunk.state_dict().items() if "running_" in k}
+    assert stats
     result = train.fit(cfg, tiny_mtl)
     assert torch.equal(result.model.trunk.stem.conv.weight, before)
+    after = result.model.trunk.state_dict()
+    moved = [k for k, v in stats.items() if not torch.equal(after[k], v)]
+    assert not moved, f"BatchNorm statistics of the frozen trunk moved: {moved[:3]}"
     assert result.history["train_attention"].iloc[0] >= 0
 
 

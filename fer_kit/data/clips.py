@@ -34,7 +34,8 @@ def clip_indices(videos: np.ndarray, clip_length: int) -> np.ndarray:
 
 class ClipDataset(Dataset):
     """Clips (T, 3, H, W) with per-frame labels (T,) over a FrameDataset (which holds the decoded frames
-    and the per-frame transform). Padding positions repeat the clip's last real frame, labelled -1."""
+    and the transform, applied once per clip). Padding positions repeat the clip's last real frame,
+    labelled -1."""
 
     def __init__(self, frames: FrameDataset, clip_length: int):
         if frames.targets != "expr":
@@ -50,7 +51,11 @@ class ClipDataset(Dataset):
         idx = self.index[i]
         real = idx >= 0
         src = np.where(real, idx, idx[real][-1])     # edge-repeat, as the published code pads
-        x = torch.stack([self.frames[j][0] for j in src])            # (T, 3, H, W)
+        x = torch.stack([self.frames.image(j) for j in src])         # (T, 3, H, W) uint8, as decoded
+        if self.frames.transform is not None:
+            # one random draw for the whole clip: torchvision's v2 transforms treat a (T, 3, H, W) tensor as
+            # one batch and sample their parameters once, so a clip is never mirrored on every other frame
+            x = self.frames.transform(x)
         y = self.frames.labels[src].clone()                          # (T,)
         y[torch.from_numpy(~real)] = PAD
         return x, y

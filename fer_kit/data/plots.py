@@ -136,11 +136,22 @@ def image_rows(rows: dict[str, Sequence], points: dict[str, Sequence] | None = N
     return _save(fig, path)
 
 
+def _one_per_group(idx: np.ndarray, groups: np.ndarray | None, n: int) -> np.ndarray:
+    """The first frame of each group (video) first, then the rest: n frames of as many people as exist."""
+    if groups is None:
+        return idx[:n]
+    _, first = np.unique(groups[idx], return_index=True)
+    lead = idx[np.sort(first)]
+    return np.concatenate([lead, np.setdiff1d(idx, lead)])[:n]
+
+
 def landmark_grid(images: Sequence, labels: Sequence[int], landmarks: np.ndarray | None,
-                  classes: Sequence[str] = EXPR_CLASSES, per_class: int = 6, path=None, title=None):
-    """A row of faces per class, with their 68 landmarks when given."""
+                  classes: Sequence[str] = EXPR_CLASSES, per_class: int = 6, path=None, title=None, groups=None):
+    """A row of faces per class, with their 68 landmarks when given; with `groups` (each frame's video)
+    a row shows different videos (people) before it repeats one."""
     labels = np.asarray(labels)
-    picks = {name: np.flatnonzero(labels == c)[:per_class] for c, name in enumerate(classes)}
+    groups = None if groups is None else np.asarray(groups)
+    picks = {name: _one_per_group(np.flatnonzero(labels == c), groups, per_class) for c, name in enumerate(classes)}
     rows = {name: [images[i] for i in idx] for name, idx in picks.items()}
     points = None if landmarks is None else {name: [landmarks[i] for i in idx] for name, idx in picks.items()}
     return image_rows(rows, points, path=path, title=title)

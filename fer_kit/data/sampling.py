@@ -1,7 +1,8 @@
 """What the training loop sees, and how often: weighted sampling, per-class caps, bagging subsets.
 
 Paper A draws frames with inverse-frequency weights ("weighted data sampling") and trains its ensemble
-members on subsets; paper C caps each class ("max samples per class", Table 3); paper E trains members on
+members on subsets; paper C caps each class ("max samples per class", Table 3) and oversamples what is left
+(an imbalanced-dataset sampler: `weighted_sampler` on the capped frames); paper E trains members on
 20% subsets. All of them are seeded, so a run can be repeated exactly.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def weighted_sampler(labels, num_classes: int, num_samples: int | None = None,
 
 def cap_per_class(labels, max_per_class: int, seed: int = 0) -> np.ndarray:
     """Sorted indices keeping at most max_per_class frames of each class, drawn at random (paper C
-    Table 3's "max samples per class": it trims the majority classes instead of reweighting them)."""
+    Table 3's "max samples per class"). Paper C trims the majority classes this way *and* oversamples
+    the rest (its Table 3 caption); pair the cap with `weighted_sampler` to do both."""
     if max_per_class < 1:
         raise ValueError(f"max_per_class must be >= 1; got {max_per_class}")
     labels = np.asarray(labels)

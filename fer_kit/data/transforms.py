@@ -32,7 +32,7 @@ from .landmarks import IBUG_FLIP, eye_centres
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-RECIPES = ("none", "paper_a", "paper_c", "dan", "dan_affectnet", "paper_e", "dan_laptop")
+RECIPES = ("none", "paper_a", "paper_b", "paper_c", "dan", "dan_affectnet", "paper_e", "dan_laptop")
 # Recipes whose paper mixes images per batch, with the Beta(alpha, alpha) parameter of its code:
 # paper E's mixup script draws lambda ~ Beta(0.1, 0.1) (paper_code_notes §6.2).
 MIXUP_ALPHA: dict[str, float] = {"paper_e": 0.1}
@@ -215,6 +215,11 @@ def _recipe(recipe: str, size: int | None) -> tuple[list, list]:
         flip = RandomHorizontalFlipFace(p=1.0)
         return [v2.RandomChoice([v2.Identity(), jitter, crop, flip, v2.Compose([jitter, crop]),
                                  v2.Compose([crop, flip])])], []
+    if recipe == "paper_b":
+        # Paper B names no augmentation; its code (notes §3.5): HFlip + ColorJitter(brightness 0.5,
+        # contrast 0.25, saturation 0.25) on the 112 px aligned frames. A clip gets one draw for all its
+        # frames (ClipDataset passes the (T, 3, H, W) stack through in one call).
+        return [RandomHorizontalFlipFace(), v2.ColorJitter(brightness=0.5, contrast=0.25, saturation=0.25)], []
     if recipe == "paper_c":
         # Paper C §4 and 1980x/ABAW2020DMACS (notes §4.4): HFlip + ColorJitter(0.4, 0.3, 0.25, 0.05).
         # That code normalises with mean = std = 0.5; the kit uses ImageNet statistics for every model.

@@ -258,9 +258,11 @@ class DDAMFN(nn.Module):
     def freeze_features(self, frozen: bool = True) -> None:
         """Paper D's first stage ("custom classifier"): train only the task heads.
 
-        Sets requires_grad on everything but the task heads. BatchNorm statistics still update in
-        train() mode; call `model.trunk.eval()` etc. after `model.train()` to keep them fixed too.
+        Sets requires_grad on everything but the task heads and flags `features_frozen`, which tells
+        the training loop to keep the frozen parts in eval mode (`train.keep_frozen_in_eval`): without
+        it their BatchNorm statistics would still move.
         """
+        self.features_frozen = frozen
         heads = {id(p) for m in self.task_heads() for p in m.parameters()}
         for p in self.parameters():
             if id(p) not in heads:

@@ -178,7 +178,10 @@ class RegNetTransformer(nn.Module):
     def freeze_features(self, frozen: bool = True) -> None:
         """Train only what sits on top of the per-frame trunk (attention, encoder, classifier): the
         kit's first stage when a clip model starts from a trained per-frame trunk (`init_from`).
-        BatchNorm statistics still update in train() mode."""
+        `features_frozen` tells the training loop to keep the frozen trunk in eval mode, BatchNorm
+        statistics included (`train.keep_frozen_in_eval`); `freeze_early` alone (the published config)
+        leaves those statistics updating, as the code does."""
+        self.features_frozen = frozen
         for name, p in self.backbone.named_parameters():
             early = name.startswith(("stem.", "s1."))
             p.requires_grad_(not frozen and not (self.freeze_early and early))
