@@ -11,6 +11,27 @@ from typing import Any
 
 from .names import check_names
 
+def comma_list(text: str) -> list[str]:
+    """A parameter that names several things ("dan, ddamfn,") as a clean list."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class FromParams:
+    """What every notebook config shares: built from notebook or CLI parameters, rejecting any name
+    that is not one of its fields (papermill itself only warns)."""
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]):
+        check_names(params, [f.name for f in fields(cls)], "parameter")
+        return cls(**params)
+
+    def require_positive(self, *names: str) -> None:
+        """Counts (frames, epochs, faces...) must be at least 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+
+
 # Optimiser recipes. "paper" is paper A Table 2 (meant for pretrained backbones on a GPU); "laptop"
 # keeps its optimiser and schedule family but is sized for a CPU and random initialisation. 80 px is the
 # smallest size at which DAN's heads see a 3x3 map: at 64 px (2x2) an 8-epoch run reached P_EXPR 0.66,
@@ -74,7 +95,7 @@ def is_lsd_model(name: str) -> bool:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(FromParams):
     """Everything a training run depends on; `None` fields are filled from the preset."""
 
     # data
@@ -171,12 +192,6 @@ class TrainConfig:
             raise ValueError(f"num_classes must be 7 or 8 for Aff-Wild2 EXPR (6 only for dan_landmarks, paper E's "
                              f"LSD classes); got {self.num_classes}")
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "TrainConfig":
-        """Build from notebook/CLI parameters, rejecting any name that is not a field."""
-        check_names(params, [f.name for f in fields(cls)], "parameter")
-        return cls(**params)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -266,7 +281,7 @@ class ClipConfig(TrainConfig):
 
     @property
     def variant_names(self) -> list[str]:
-        return [v.strip() for v in self.variants.split(",") if v.strip()]
+        return comma_list(self.variants)
 
     def frame_config(self) -> TrainConfig:
         """The per-frame model: the code's no_att_trans on single frames, as many frames per batch as a
@@ -352,7 +367,7 @@ def _as_train_config(cfg: TrainConfig, changes: dict) -> TrainConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(FromParams):
     """The data parameters every notebook shares."""
 
     data_root: str | None = None      # ABAW-layout folder; None = the embedded synthetic faces
@@ -362,10 +377,6 @@ class DataConfig:
     figures_dir: str = "figures"
     progress: bool = True
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]):
-        check_names(params, [f.name for f in fields(cls)], "parameter")
-        return cls(**params)
 
 
 @dataclass
@@ -390,7 +401,7 @@ class AugmentConfig(DataConfig):
 
 
 @dataclass
-class ArchitecturesConfig:
+class ArchitecturesConfig(FromParams):
     """Notebook 03's parameters."""
 
     models: str = "dan,dan_r50,regnet_transformer,scan_cci,ddamfn,dan_landmarks_r50"  # registry names, comma-separated
@@ -405,18 +416,12 @@ class ArchitecturesConfig:
         from .models import list_models   # config must not import models at module load
 
         check_names(self.model_names, list_models(), "model")
-        for name in ("batch", "clip_length", "trace_depth", "toy_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        self.require_positive("batch", "clip_length", "trace_depth", "toy_steps")
 
     @property
     def model_names(self) -> list[str]:
-        return [m.strip() for m in self.models.split(",") if m.strip()]
+        return comma_list(self.models)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]):
-        check_names(params, [f.name for f in fields(cls)], "parameter")
-        return cls(**params)
 
 
 class NotebookParams:

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -46,7 +46,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from . import metrics
-from .config import TrainConfig, is_lsd_model
+from .config import FromParams, TrainConfig, comma_list, is_lsd_model
 from .data.synthetic import PROTOTYPES
 from .models import DAN, DDAMFN, RegNetTransformer
 from .models.registry import LogitsOnly
@@ -616,7 +616,7 @@ def obtain_model(family: str, run_dirs: Sequence[str] | None = None, fallback: T
 # Notebook 10's parameters
 
 @dataclass
-class ExplainConfig:
+class ExplainConfig(FromParams):
     """Notebook 10's parameters (flat literals; `models` and `methods` are comma-separated names)."""
 
     run_dir: str = "runs/04_train_dan"    # notebook 04's DAN run; trained here (small) when absent
@@ -636,22 +636,16 @@ class ExplainConfig:
     def __post_init__(self):
         check_names(self.model_names, list(PAPER_RUNS), "model family")
         check_names(self.method_names, list(METHODS), "method")
-        for name in ("n_faces", "scorecam_faces", "n_frames", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        self.require_positive("n_faces", "scorecam_faces", "n_frames", "epochs")
 
     @property
     def model_names(self) -> list[str]:
-        return [m.strip() for m in self.models.split(",") if m.strip()]
+        return comma_list(self.models)
 
     @property
     def method_names(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
+        return comma_list(self.methods)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "ExplainConfig":
-        check_names(params, [f.name for f in fields(cls)], "parameter")
-        return cls(**params)
 
     def fallback(self, family: str) -> TrainConfig:
         return fallback_config(family, self.n_frames, self.epochs, self.seed, self.max_batches, self.progress)

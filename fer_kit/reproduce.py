@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, papers
+from .config import FromParams, comma_list
 from .names import check_names
 from .paths import output_dir
 
@@ -35,7 +36,7 @@ PRESETS = {"laptop": {"A": "laptop", "B": "laptop_b", "C": "laptop_c", "D": "lap
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(FromParams):
     """Notebook 11's parameters. The self-runs are deliberately tiny (the whole notebook trains every run
     itself in a few minutes on a laptop CPU); `-p preset paper -p epochs 8 -p max_batches None -p
     data_root ...` turns them into the papers' recipes on real data."""
@@ -58,9 +59,7 @@ class ReproduceConfig:
     def __post_init__(self):
         check_names([self.preset], PRESETS, "preset")
         check_names(self.paper_list, PAPERS, "paper")
-        for name in ("n_frames", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        self.require_positive("n_frames", "epochs")
         if self.members < 2:
             raise ValueError(f"members must be >= 2 (an ensemble needs two); got {self.members}")
         if self.max_batches is not None and self.max_batches < 1:
@@ -68,12 +67,8 @@ class ReproduceConfig:
 
     @property
     def paper_list(self) -> list[str]:
-        return [p.strip() for p in self.papers.split(",") if p.strip()]
+        return comma_list(self.papers)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "ReproduceConfig":
-        check_names(params, [f.name for f in fields(cls)], "parameter")
-        return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
