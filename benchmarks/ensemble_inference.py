@@ -29,7 +29,7 @@ def main():
     args = p.parse_args()
 
     cfg = TrainConfig(n_frames=args.frames * 5, image_size=args.image_size, progress=False)
-    train_table, val_table, _ = train.split_tables(cfg)
+    train_table, val_table, _, _ = train.split_tables(cfg)
     val = FrameDataset(val_table.subset(np.arange(min(args.frames, len(val_table)))), args.image_size,
                        eval_transform(), preload=not args.lazy, progress=False)
     members = []

@@ -105,6 +105,9 @@ class TrainConfig(FromParams):
     num_classes: int = 8              # 8 = ABAW3+ (with Other); 7 = ABAW 2020/2021 files; 6 = LSD (paper E)
     style: str = "photo"              # synthetic only: rendering style of the faces ("photo", "cartoon", "lowlight")
     val_style: str | None = None      # synthetic only: another style for the validation faces (paper E's domain shift)
+    hidden_fraction: float = 0.0      # synthetic only, paper B: frames whose expression a hand or a blur hides (0-0.5)
+    occlusion_fraction: float = 0.0   # synthetic only, paper C: frames with an eye, the mouth or the nose covered (0-0.5)
+    expr_label_fraction: float = 1.0  # synthetic only, paper D: share of training videos with EXPR labels
     weighted_sampling: bool = True    # paper A: inverse-frequency sampling of training frames (EXPR only)
     task: str = "expr"                # "expr" (8 expressions), "mtl" (paper D: VA + EXPR + AU), or "va" / "au" alone
     # model
@@ -192,6 +195,11 @@ class TrainConfig(FromParams):
             raise ValueError(f"num_classes must be 7 or 8 for Aff-Wild2 EXPR (6 only for dan_landmarks, paper E's "
                              f"LSD classes); got {self.num_classes}")
 
+    def synthetic_options(self) -> dict[str, float]:
+        """The generator options of the synthetic faces this run asks for (fer_kit.data.synthetic)."""
+        return dict(hidden_fraction=self.hidden_fraction, occlusion_fraction=self.occlusion_fraction,
+                    expr_label_fraction=self.expr_label_fraction)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -202,6 +210,21 @@ class TrainConfig(FromParams):
         """A notebook config's main run (or a variant of it with `changes`) as a plain TrainConfig: the
         flags `python -m fer_kit.train` takes for the same run."""
         return _as_train_config(self, changes)
+
+
+@dataclass
+class DanConfig(TrainConfig):
+    """Notebook 04's parameters: paper A's DAN (the TrainConfig fields keep their meaning: the main run is
+    `python -m fer_kit.train` with them); `compare` adds paper A's ablations on the same schedule."""
+
+    n_frames: int = 8000              # 4,800 training frames: 3 epochs fit the 5-minute notebook budget
+    compare: bool = False             # also train DAN without the affinity and partition losses, and with one head
+
+    def ablations(self) -> dict[str, TrainConfig]:
+        """Paper A's ideas switched off one at a time, each in its own run folder."""
+        return {"no affinity or partition loss": self.train_config(affinity_weight=0.0, partition_weight=0.0,
+                                                                   out_dir=f"{self.out_dir}_no_af_pt"),
+                "one attention head": self.train_config(num_heads=1, out_dir=f"{self.out_dir}_one_head")}
 
 
 @dataclass
@@ -226,6 +249,7 @@ class MultitaskConfig(TrainConfig):
     preset: str = "laptop_d"
     weighted_sampling: bool = False
     n_frames: int = 1200              # with the comparisons, 1700 frames took 7m22s once no stage was frozen
+    expr_label_fraction: float = 0.4  # paper D's case: EXPR labels on fewer videos than AU and VA (Aff-Wild2)
     epochs: int = 2
     # paper D trains the heads first on a *pretrained* DDAMFN. From random weights there is nothing worth
     # freezing: with the frozen trunk's BatchNorm statistics kept fixed (as they must be), a heads-first
@@ -243,6 +267,7 @@ class ScanCCIConfig(TrainConfig):
 
     n_frames: int = 3000
     num_classes: int = 7
+    occlusion_fraction: float = 0.25  # paper C's case: frames with an eye, the mouth or the nose covered
     model: str = "scan_cci_small"
     backbone: str = "resnet50"        # the baseline's trunk (scan_cci* always use ResNet-50, as the paper)
     preset: str = "laptop_c"
@@ -267,6 +292,7 @@ class ClipConfig(TrainConfig):
     model: str = "regnet_transformer"
     preset: str = "laptop_b"
     n_frames: int = 6000
+    hidden_fraction: float = 0.25   # paper B's case: frames whose expression is hidden, its neighbours show it
     epochs: int = 4
     out_dir: str = "runs/05_per_frame"
     variants: str = "only_att,only_trans,combine"   # clip models trained after the per-frame one

@@ -47,7 +47,7 @@ def member_data(data, index: np.ndarray):
                        targets=train.targets)
     if train.images is not None:
         sub.images = train.images[torch.as_tensor(index, dtype=torch.long)]
-    return ExprData(train=sub, val=data.val, classes=data.classes, source=data.source)
+    return ExprData(train=sub, val=data.val, test=data.test, classes=data.classes, source=data.source)
 
 
 def member_subsets(cfg: EnsembleConfig, data) -> list[np.ndarray]:
@@ -131,7 +131,7 @@ def bag_lsd(cfg: EnsembleStudyConfig, init_from: str | None = None):
     6-class training faces (cartoon style, the synthetic training domain), validated on photo faces.
     `init_from` starts each member's emotion branch from a DAN run (paper E pretrained that branch on
     AffectNet, ExpW and AIHUB; DAN's trunk and heads have the same names and shapes there).
-    Returns (members, validation dataset, classes)."""
+    Returns (members, the ExprData of their splits, classes)."""
     lsd_cfg = EnsembleConfig(**{**cfg.train_config().to_dict(), "model": "dan_landmarks", "num_classes": 6,
                                 "style": "cartoon", "val_style": "photo", "weighted_sampling": False,
                                 "epochs": cfg.lsd_epochs, "members": cfg.lsd_members, "fraction": 0.2,
@@ -142,7 +142,7 @@ def bag_lsd(cfg: EnsembleStudyConfig, init_from: str | None = None):
     results = train_members(lsd_cfg, data)
     members = [Member(name=f"lsd_member_{i}", model=r.model.eval(), config=member_config(lsd_cfg, i))
                for i, r in enumerate(results)]
-    return members, data.val, data.classes
+    return members, data, data.classes
 
 
 # ----------------------------------------------------------------------------------------- inference
@@ -336,19 +336,32 @@ def mean_member(labels: np.ndarray, member_preds: np.ndarray, score):
     return lambda i: float(np.mean([score(labels[i], p[i]) for p in member_preds]))
 
 
+def _weighted(pred: MemberPredictions, idx, select: MemberPredictions | None, seed: int) -> tuple[str, np.ndarray]:
+    """Weighted voting's predicted classes: weights fitted on `select` (validation) when given, else
+    cross-fitted over folds of this split's videos."""
+    if select is not None:
+        w = fit_weights(select.logits[idx], select.labels)
+        return "weighted (fitted on validation)", combine(pred.logits[idx], "weighted", w).argmax(1)
+    return "weighted (fitted on other videos)", crossfit_weighted(pred.logits[idx], pred.labels, pred.videos,
+                                                                  seed=seed)[0].argmax(1)
+
+
 def ensemble_table(pred: MemberPredictions, num_classes: int, n_boot: int = 1000, seed: int = 0,
-                   weighted: bool = True):
+                   weighted: bool = True, select: MemberPredictions | None = None):
     """Members against their ensembles on one split: every member, the mean member, and the three
     combiners, each with a bootstrap interval over videos. Returns (DataFrame, predicted classes by row);
-    `attrs["best_member"]` names the member with the highest score."""
+    `attrs["best_member"]` names the member with the highest score on `select` (the same members'
+    predictions on validation, so the choice is not made on the reported frames), else on `pred`."""
     score = score_fn(num_classes)
     y, videos = pred.labels, pred.videos
     preds = dict(zip(pred.names, pred.member_preds))
-    member_scores = {name: score(y, p) for name, p in preds.items()}
+    chooser = select if select is not None else pred
+    member_scores = {name: score(chooser.labels, p) for name, p in zip(chooser.names, chooser.member_preds)}
     preds["soft voting"] = combine(pred.logits, "soft").argmax(1)
     preds["logit sum (paper A's code)"] = combine(pred.logits, "logit_sum").argmax(1)
     if weighted and len(pred.names) > 1:
-        preds["weighted (fitted on other videos)"] = crossfit_weighted(pred.logits, y, videos, seed=seed)[0].argmax(1)
+        name, classes = _weighted(pred, list(range(len(pred.names))), select, seed)
+        preds[name] = classes
     rows = {name: predicted(y, p, score) for name, p in preds.items()}
     rows["mean member"] = mean_member(y, pred.member_preds, score)
     kinds = {name: "member" for name in [*member_scores, "mean member"]}
@@ -358,11 +371,13 @@ def ensemble_table(pred: MemberPredictions, num_classes: int, n_boot: int = 1000
 
 
 def paper_a_table(pred: MemberPredictions, groups: dict[str, list[Member]], num_classes: int, how: str = "soft",
-                  n_boot: int = 1000, seed: int = 0):
+                  n_boot: int = 1000, seed: int = 0, select: MemberPredictions | None = None):
     """Paper A Table 3's rows on one split: each single model, the weak ensemble's best and mean member and
     the weak ensemble itself, and the "DAN Ensemble" of every model, all with bootstrap intervals over
-    videos. `pred` holds every member of `groups`, in order (one `predict_members` pass)."""
+    videos. `pred` holds every member of `groups`, in order (one `predict_members` pass); the best member
+    is chosen on `select` (the same members on validation) when given, else on `pred` itself."""
     score = score_fn(num_classes)
+    chooser = select if select is not None else pred
     y, videos = pred.labels, pred.videos
     at = {name: i for i, name in enumerate(pred.names)}
     rows, kinds = {}, {}
@@ -372,7 +387,7 @@ def paper_a_table(pred: MemberPredictions, groups: dict[str, list[Member]], num_
             rows[group] = predicted(y, pred.member_preds[idx[0]], score)
             kinds[group] = "single model"
             continue
-        member_scores = [score(y, pred.member_preds[i]) for i in idx]
+        member_scores = [score(chooser.labels, chooser.member_preds[i]) for i in idx]
         best = idx[int(np.argmax(member_scores))]
         rows[f"{group}: best member ({pred.names[best]})"] = predicted(y, pred.member_preds[best], score)
         rows[f"{group}: mean member"] = mean_member(y, pred.member_preds[idx], score)
@@ -384,9 +399,10 @@ def paper_a_table(pred: MemberPredictions, groups: dict[str, list[Member]], num_
 
 
 def combiner_table(pred: MemberPredictions, groups: dict[str, list[Member]], num_classes: int,
-                   n_boot: int = 1000, seed: int = 0):
-    """Soft voting, logit sum and cross-fitted weighted voting for every group of more than one model
-    and for all models together, each with its bootstrap interval."""
+                   n_boot: int = 1000, seed: int = 0, select: MemberPredictions | None = None):
+    """Soft voting, logit sum and weighted voting (fitted on `select`, else cross-fitted over this
+    split's videos) for every group of more than one model and for all models together, each with its
+    bootstrap interval."""
     score = score_fn(num_classes)
     y, videos = pred.labels, pred.videos
     at = {name: i for i, name in enumerate(pred.names)}
@@ -398,8 +414,8 @@ def combiner_table(pred: MemberPredictions, groups: dict[str, list[Member]], num
         logits = pred.logits[idx]
         rows[f"{name}: soft voting"] = predicted(y, combine(logits, "soft").argmax(1), score)
         rows[f"{name}: logit sum (paper A's code)"] = predicted(y, combine(logits, "logit_sum").argmax(1), score)
-        weighted = crossfit_weighted(logits, y, videos, seed=seed)[0].argmax(1)
-        rows[f"{name}: weighted (fitted on other videos)"] = predicted(y, weighted, score)
+        label, weighted = _weighted(pred, idx, select, seed)
+        rows[f"{name}: {label}"] = predicted(y, weighted, score)
     return interval_table(rows, videos, n_boot, seed)
 
 
@@ -440,11 +456,13 @@ def run(cfg: EnsembleConfig) -> dict:
     data = load_expr_data(cfg)
     results = train_members(cfg, data)
     members = [Member(name=f"member_{i}", model=r.model, config=member_config(cfg, i)) for i, r in enumerate(results)]
-    pred = predict_members(members, data.val, device=results[0].model.parameters().__next__().device)
-    table, preds = ensemble_table(pred, len(data.classes), seed=cfg.seed)
+    device = results[0].model.parameters().__next__().device
+    pred = predict_members(members, data.held_out, device=device)     # reported: test (validation on Aff-Wild2)
+    select = predict_members(members, data.val, device=device) if data.test is not None else None
+    table, preds = ensemble_table(pred, len(data.classes), seed=cfg.seed, select=select)
     gain = gain_over(preds["soft voting"], preds[table.attrs["best_member"]], pred.labels, pred.videos,
                      len(data.classes), seed=cfg.seed)
-    summary = {"table": table.to_dict(orient="records"), "best_member": table.attrs["best_member"],
+    summary = {"protocol": data.protocol, "table": table.to_dict(orient="records"), "best_member": table.attrs["best_member"],
                "soft_vs_best": gain,
                "disagreement": pairwise_disagreement(pred.member_preds).tolist(), "config": cfg.to_dict()}
     out = output_dir() / cfg.out_dir

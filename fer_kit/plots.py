@@ -221,13 +221,21 @@ def va_scatter(va_true: np.ndarray, va_pred: np.ndarray, path=None, title="Valen
 
 
 def model_scores(scores: dict[str, float], references: dict[str, float] | None = None, path=None,
-                 metric: str = "P_EXPR", title: str = "Validation score per model"):
-    """One bar per trained model, dashed lines for the reference points (initialisation, trivial predictor)."""
+                 metric: str = "P_EXPR", title: str = "Validation score per model",
+                 intervals: dict[str, tuple[float, float]] | None = None):
+    """One bar per trained model, dashed lines for the reference points (initialisation, trivial
+    predictor), and each bar's 95% interval over videos where given (bars whose intervals overlap
+    are not told apart by this split)."""
     import textwrap
 
     fig, ax = plt.subplots(figsize=(1.8 * len(scores) + 2.5, 3.4))
     names = list(scores)
-    bars = ax.bar(range(len(names)), [scores[n] for n in names], color=sns.color_palette("deep", len(names)))
+    err = None
+    if intervals:
+        err = np.array([[scores[n] - intervals[n][0], intervals[n][1] - scores[n]] if n in intervals else [0, 0]
+                        for n in names]).T
+    bars = ax.bar(range(len(names)), [scores[n] for n in names], color=sns.color_palette("deep", len(names)),
+                  yerr=err, capsize=4, error_kw={"lw": 1})
     ax.set_xticks(range(len(names)), [textwrap.fill(n, 22) for n in names])   # long names wrap, never overlap
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
@@ -241,9 +249,10 @@ def model_scores(scores: dict[str, float], references: dict[str, float] | None =
 
 
 def video_timeline(truth: np.ndarray, predictions: dict[str, np.ndarray], classes: Sequence[str], path=None,
-                   title: str = "One validation video, frame by frame"):
+                   title: str = "One validation video, frame by frame", hidden: np.ndarray | None = None):
     """The true class of every frame of a video and each model's prediction, one row each: flicker
-    between frames is what temporal models are meant to remove."""
+    between frames is what temporal models are meant to remove. `hidden` marks (with a triangle above
+    the truth row) the frames whose expression a hand or a blur hides."""
     rows = {"truth": np.asarray(truth), **{k: np.asarray(v) for k, v in predictions.items()}}
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     cmap = plt.get_cmap("tab10", len(classes))
@@ -252,7 +261,13 @@ def video_timeline(truth: np.ndarray, predictions: dict[str, np.ndarray], classe
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_xlabel("frame")
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in range(len(classes))]
-    ax.legend(handles, classes, ncol=len(classes), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 4 else -0.2))
+    labels = list(classes)
+    if hidden is not None and np.any(hidden):
+        marks = np.flatnonzero(hidden)
+        handles.append(ax.scatter(marks, np.full(len(marks), -0.35), marker="v", s=30, c="k", zorder=3))
+        labels.append("expression hidden")
+        ax.set_ylim(len(rows) - 0.5, -0.7)
+    ax.legend(handles, labels, ncol=len(labels), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 4 else -0.2))
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -149,7 +149,7 @@ def au_threshold_study(run_dir: str | Path) -> dict:
 
     run_dir = Path(run_dir) if Path(run_dir).is_absolute() else output_dir() / run_dir
     cfg = _saved_config(json.loads((run_dir / "config.json").read_text()))
-    _, val, _ = split_tables(cfg)
+    _, val, _, _ = split_tables(cfg)
     dataset = FrameDataset(val, cfg.image_size, eval_transform(), progress=False, targets="mtl")
     outs, targets = predict_tasks(load_member(run_dir).model, dataset)
     return metrics.au_threshold_study(targets["au"], outs["au"], val.videos, seed=cfg.seed)
@@ -523,9 +523,9 @@ def floor(run: Found) -> dict[str, float]:
 
     cfg = _saved_config(run.config)
     if cfg.model.startswith("ddamfn"):
-        train_t, val_t, _ = split_tables(cfg.replace(task="mtl"))
+        train_t, val_t, _, _ = split_tables(cfg.replace(task="mtl"))
         return papers.paper_d_row(trivial_multitask(train_t, val_t))
-    train_t, val_t, _ = split_tables(cfg)
+    train_t, val_t, _, _ = split_tables(cfg)
     n = len(train_t.classes)
     pred = np.full_like(val_t.labels, np.bincount(train_t.labels, minlength=n).argmax())
     report = metrics.expr_report(val_t.labels, pred, num_classes=n, class_names=list(train_t.classes))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .config import TrainConfig, is_lsd_model
-from .data.abaw import read_abaw, read_expr_any
+from .data.abaw import has_split, read_abaw, read_expr_any
 from .data.clips import ClipDataset
 from .data.table import FrameTable
 from .data.dataset import FrameDataset
@@ -66,50 +66,77 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class ExprData:
-    """The two splits of an expression dataset, ready for training."""
+    """The splits of an expression dataset, ready for training. `test` is None where the data has no test
+    labels (Aff-Wild2): runs then select and report on validation, the papers' protocol."""
 
     train: FrameDataset | ClipDataset
     val: FrameDataset | ClipDataset
     classes: tuple[str, ...]
     source: str
+    test: FrameDataset | ClipDataset | None = None
+
+    @property
+    def protocol(self) -> str:
+        return PROTOCOLS[self.held_out_name]
+
+    @property
+    def held_out(self):
+        """The split reported numbers come from: test where there are test labels, else validation."""
+        return self.test if self.test is not None else self.val
+
+    @property
+    def held_out_name(self) -> str:
+        return "test" if self.test is not None else "validation"
 
     def summary(self) -> pd.DataFrame:
-        """Per-class frame counts of both splits (the layout of paper A Table 1)."""
-        rows = {split: ds.table.class_counts() for split, ds in (("train", self.train), ("validation", self.val))}
+        """Per-class frame counts of every split (the layout of paper A Table 1)."""
+        splits = (("train", self.train), ("validation", self.val), ("test", self.test))
+        rows = {split: ds.table.class_counts() for split, ds in splits if ds is not None}
         df = pd.DataFrame(rows, index=list(self.classes)).T
         df["total"] = df.sum(axis=1)
         return df
 
 
-def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, str]:
-    """The train/validation tables from cfg.data_root or the synthetic default: EXPR frames, or for
-    task="mtl" every ABAW label (VA, EXPR, AU) per frame from the MTL csv or the per-task files; for
-    paper E's models the 6 LSD classes with landmarks, validation in cfg.val_style (`lsd_tables`)."""
+PROTOCOLS = {"test": "epochs chosen on validation, scores reported on the test split (other people)",
+             "validation": "epochs chosen and scores reported on validation (the papers' protocol: "
+                           "this data has no test labels), an optimistic number"}
+
+
+def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, FrameTable | None, str]:
+    """The train/validation/test tables from cfg.data_root or the synthetic default (test None where the
+    root has no test labels): EXPR frames, or for task="mtl" every ABAW label (VA, EXPR, AU) per frame
+    from the MTL csv or the per-task files; for paper E's models the 6 LSD classes with landmarks,
+    validation and test in cfg.val_style (`lsd_tables`)."""
     if is_lsd_model(cfg.model):
         return lsd_tables(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, cfg.style, cfg.val_style, cfg.progress)
     root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, style=cfg.style,
-                                progress=cfg.progress)
+                                progress=cfg.progress, **cfg.synthetic_options())
     if cfg.val_style and cfg.val_style != cfg.style and cfg.data_root is None:
         raise ValueError("val_style is paper E's domain shift (model dan_landmarks); other runs use one style")
     read = read_expr_any if cfg.task == "expr" else read_abaw
-    train, val = (read(root, split, cfg.num_classes) for split in ("Train_Set", "Validation_Set"))
-    for table in (train, val):
+    splits = ["Train_Set", "Validation_Set"] + (["Test_Set"] if has_split(root, "Test_Set") else [])
+    tables = [read(root, split, cfg.num_classes) for split in splits]
+    for table in tables:
         if len(table) == 0:
             raise ValueError(f"{table.report}: no usable frames left")
-    return train, val, source
+    return tables[0], tables[1], tables[2] if len(tables) == 3 else None, source
 
 
 def load_expr_data(cfg: TrainConfig) -> ExprData:
-    """The run's two splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets; with
+    """The run's splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets; with
     clip_length > 1 (paper B) clips of that many consecutive frames of one video."""
-    train, val, source = split_tables(cfg)
+    train, val, test, source = split_tables(cfg)
     targets = "landmarks" if is_lsd_model(cfg.model) else "expr" if cfg.task == "expr" else "mtl"
-    print(train.report)
-    print(val.report)
+    for table in (train, val, test):
+        if table is not None:
+            print(table.report)
+
+    def held_out(table):
+        return FrameDataset(table, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets)
     data = ExprData(
         train=FrameDataset(train, cfg.image_size, train_transform(cfg.augment, cfg.image_size), progress=cfg.progress,
                            targets=targets),
-        val=FrameDataset(val, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets),
+        val=held_out(val), test=held_out(test) if test is not None else None,
         classes=train.classes, source=source,
     )
     return as_clips(data, cfg.clip_length)
@@ -119,9 +146,12 @@ def as_clips(data: ExprData, clip_length: int) -> ExprData:
     """The same frames cut into clips of `clip_length` (paper B), or back to single frames for 1; the
     decoded frames are shared, not copied."""
     def view(ds):
+        if ds is None:
+            return None
         frames = ds.frames if isinstance(ds, ClipDataset) else ds
         return frames if clip_length == 1 else ClipDataset(frames, clip_length)
-    return ExprData(train=view(data.train), val=view(data.val), classes=data.classes, source=data.source)
+    return ExprData(train=view(data.train), val=view(data.val), test=view(data.test), classes=data.classes,
+                    source=data.source)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -363,24 +393,46 @@ VAL_COLUMNS = {"p_mtl": "P", "ccc_mean": "CCC", "p_expr": "P_EXPR", "accuracy": 
                "landmark_nme": "landmark NME"}
 
 
-def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu") -> dict:
-    """Whole-split validation report; its "score" is the run's model-selection metric: P_EXPR (mean F1
-    over 8 classes), or P for multi-task runs.
+def frame_videos(dataset) -> np.ndarray:
+    """The video of every frame in the order the predict functions return them (the table's order)."""
+    return (dataset.frames if isinstance(dataset, ClipDataset) else dataset).table.videos
+
+
+def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", interval: bool = False) -> dict:
+    """Whole-split report; its "score" is the run's model-selection metric: P_EXPR (mean F1 over 8
+    classes), or P for multi-task runs.
 
     With 7 classes (the ABAW 2020 EXPR set) the report adds "abaw2020" = 0.67 F1 + 0.33 accuracy, and the
     score is that: it was the challenge's measure, and paper C selected its models by it. Both terms are
     over the whole split; paper C's published code averaged a per-batch F1 instead (notes §4.4). Paper
     E's 6-class runs score the LSD mean F1 and add the landmark error.
+
+    interval=True adds "interval": the score's 95% bootstrap interval over the split's videos (frames of
+    one video are near-duplicates, so frames would give a far too narrow one).
     """
-    if getattr(dataset, "targets", "expr") == "mtl":
-        return metrics.task_report(*predict_tasks(model, dataset, batch_size, device), classes)
-    if getattr(dataset, "targets", "expr") == "landmarks":      # paper E: LSD mean F1 over 6, landmark error
+    kind = getattr(dataset, "targets", "expr")
+    if kind == "mtl":
+        outs, targets = predict_tasks(model, dataset, batch_size, device)
+        report = metrics.task_report(outs, targets, classes)
+        score = metrics.task_score_fn(outs, targets, len(classes))
+    elif kind == "landmarks":      # paper E: LSD mean F1 over 6, landmark error
         logits, labels, pred, true = predict_landmarks(model, dataset, batch_size, device)
         report = metrics.lsd_report(labels, logits.argmax(1), class_names=list(classes))
-        return {"score": report["lsd_mean_f1"], **report, **metrics.landmark_errors(pred, true)}
-    logits, labels = predict(model, dataset, batch_size, device)
-    report = metrics.expr_report(labels, logits.argmax(1), num_classes=len(classes), class_names=list(classes))
-    return {"score": report.get("abaw2020", report["p_expr"]), **report}
+        report = {"score": report["lsd_mean_f1"], **report, **metrics.landmark_errors(pred, true)}
+        y, p = labels, logits.argmax(1)
+        score = lambda i: metrics.mean_f1_fast(y[i], p[i], len(classes))  # noqa: E731
+    else:
+        logits, labels = predict(model, dataset, batch_size, device)
+        y, p = labels, logits.argmax(1)
+        report = metrics.expr_report(y, p, num_classes=len(classes), class_names=list(classes))
+        report = {"score": report.get("abaw2020", report["p_expr"]), **report}
+        if len(classes) == 7:
+            score = lambda i: 0.67 * metrics.mean_f1_fast(y[i], p[i], 7) + 0.33 * float((y[i] == p[i]).mean())  # noqa: E731
+        else:
+            score = lambda i: metrics.mean_f1_fast(y[i], p[i], len(classes))  # noqa: E731
+    if interval:
+        report["interval"] = list(metrics.video_bootstrap(score, frame_videos(dataset)))
+    return report
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
@@ -421,11 +473,19 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
 
 @dataclass
 class RunResult:
-    model: nn.Module
+    model: nn.Module    # the chosen (best validation) epoch's weights
     history: pd.DataFrame
-    best: dict          # validation report at the best epoch
+    best: dict          # validation report at the chosen epoch
     out_dir: Path
     metrics_path: Path
+    test: dict | None = None        # test report of the chosen epoch, with "interval" (None: no test labels)
+    test_final: dict | None = None  # test report of the last epoch, to show what choosing on validation did
+    protocol: str = ""
+
+    @property
+    def reported(self) -> dict:
+        """The report to quote: the test split's where there is one, else validation's (papers' protocol)."""
+        return self.test if self.test is not None else self.best
 
 
 def _write_json(obj, path: Path) -> None:
@@ -507,21 +567,28 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
                          "epoch": epoch, "history": history, "best": best}, last_path)
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
 
+    # the test split, never seen by model selection: the final epoch's weights, then the chosen epoch's
+    test_final = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
+    state = load_checkpoint(best_path)
+    model.load_state_dict(state["model"])
+    test = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
+
     hist = pd.DataFrame(history)
     train_frames = (len(data.train) if cfg.max_batches is None else min(len(data.train), cfg.max_batches * cfg.batch_size)) \
         * getattr(data.train, "clip_length", 1)
     final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-    summary = {"best": best, "best_epoch": best["epoch"], "final": final,
+    summary = {"best": best, "best_epoch": best["epoch"], "final": final, "protocol": data.protocol,
+               "test": test, "test_final": test_final,
                "data": {"source": data.source, "train_frames": len(data.train), "val_frames": len(data.val),
+                        "test_frames": len(data.test) if data.test is not None else 0,
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
                "train_images_per_second": train_frames * len(hist) / max(float(hist["seconds"].sum()), 1e-9),
                "device": device.type, "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     _write_json(summary, metrics_path)
-    save_run_figures(hist, best, out_dir)
-    state = load_checkpoint(best_path)
-    model.load_state_dict(state["model"])
-    return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path)
+    save_run_figures(hist, test or best, out_dir)
+    return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path,
+                     test=test, test_final=test_final, protocol=data.protocol)
 
 
 def save_run_figures(history: pd.DataFrame, best: dict, out_dir: Path) -> list[Path]:
@@ -583,6 +650,12 @@ def main(argv: list[str] | None = None) -> RunResult:
              else "ABAW2020" if cfg.num_classes == 7 else "P_EXPR")
     print(f"best validation {score} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
           f"metrics in {shown(result.metrics_path)}")
+    if result.test is not None:
+        lo, hi = result.test["interval"]
+        print(f"test {score} {result.test['score']:.4f} [{lo:.4f}, {hi:.4f}] at the chosen epoch, "
+              f"{result.test_final['score']:.4f} at the last ({result.protocol})")
+    else:
+        print(f"no test labels: {result.protocol}")
     return result
 
 

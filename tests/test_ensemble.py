@@ -158,6 +158,29 @@ def test_soft_voting_of_independent_experts_beats_the_best_of_them():
     assert "better beyond the noise" in ensemble.gain_sentence(gain, "soft voting", "the best member")
 
 
+def test_best_member_and_weights_are_chosen_on_validation_not_on_the_reported_frames():
+    """With validation predictions given (`select`), the member that wins on validation is the "best
+    member", even where another happens to win on the reported split."""
+    rng = np.random.default_rng(1)
+    n, c = 400, 4
+    labels = rng.integers(0, c, n)
+    videos = np.arange(n) // 10
+
+    def preds(right_a, right_b):
+        logits = rng.normal(size=(2, n, c))
+        for k, share in enumerate((right_a, right_b)):
+            logits[k, np.arange(n), labels] += 4.0 * (rng.random(n) < share)
+        return ensemble.MemberPredictions(["a", "b"], logits, labels, videos)
+    validation, test = preds(0.9, 0.3), preds(0.3, 0.9)
+    table, _ = ensemble.ensemble_table(test, c, n_boot=50, select=validation)
+    assert table.attrs["best_member"] == "a"
+    assert ensemble.ensemble_table(test, c, n_boot=50)[0].attrs["best_member"] == "b"     # chosen with hindsight
+    assert "weighted (fitted on validation)" in set(table["model"])
+    groups = {"weak": [ensemble.Member("a", None, None), ensemble.Member("b", None, None)]}
+    rows = set(ensemble.paper_a_table(test, groups, c, n_boot=50, select=validation)["model"])
+    assert "weak: best member (a)" in rows
+
+
 @pytest.mark.notebooks
 def test_cli_trains_members_on_subsets_and_reports_intervals(tmp_path, tiny_synthetic, capsys):
     """`python -m fer_kit.ensemble` on a small configuration, members fine-tuned from one pretrained run
@@ -173,11 +196,12 @@ def test_cli_trains_members_on_subsets_and_reports_intervals(tmp_path, tiny_synt
                              "--init_from", str(pre.out_dir / "best.pt")])
     table = {r["model"]: r for r in summary["table"]}
     assert {"member_0", "member_1", "member_2", "soft voting", "logit sum (paper A's code)", "mean member",
-            "weighted (fitted on other videos)"} == set(table)
+            "weighted (fitted on validation)"} == set(table)
+    assert "test split" in summary["protocol"]
     for row in table.values():
         assert row["low"] <= row["score"] <= row["high"]
     data = train.load_expr_data(TrainConfig(n_frames=1500, seed=3, image_size=48, progress=False))
-    assert table[summary["best_member"]]["score"] > baselines.majority_class(data.train, data.val)["p_expr"] + 0.05
+    assert table[summary["best_member"]]["score"] > baselines.majority_class(data.train, data.test)["p_expr"] + 0.05
     assert "soft voting - the best member" in capsys.readouterr().out
     saved = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert saved["best_member"] == summary["best_member"] and len(saved["disagreement"]) == 3

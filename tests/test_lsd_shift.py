@@ -30,8 +30,9 @@ def shifted(tiny_synthetic, cache_dir):
 
 
 def test_lsd_tables_render_the_two_splits_in_two_styles(shifted):
-    train_t, val_t, source = shifted
+    train_t, val_t, test_t, source = shifted
     assert "cartoon" in train_t.report.source and "photo" in val_t.report.source and "cartoon" in source
+    assert "photo" in test_t.report.source and not set(test_t.videos) & (set(val_t.videos) | set(train_t.videos))
     assert train_t.classes == LSD_CLASSES and set(np.unique(train_t.labels)) <= set(range(6))
     assert np.isfinite(train_t.landmarks).all(axis=(1, 2)).mean() > 0.95
     assert not set(train_t.videos) & set(val_t.videos)                       # other people

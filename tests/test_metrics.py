@@ -210,3 +210,22 @@ def test_mtl_p():
     assert metrics.mtl_p(-0.2, 0.0, 0.0) == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="au_f1_mean=6.1 .*not the sum"):
         metrics.mtl_p(0.5, 0.3, 6.1)
+
+
+@pytest.mark.parametrize("tasks", [("va", "expr", "au"), ("va",), ("expr",), ("au",)])
+def test_fast_task_score_is_the_report_s_score_on_any_frames(tasks):
+    """The bootstrap's fast multi-task score equals task_report's on resampled (repeated) frames."""
+    from fer_kit.metrics import task_report, task_score_fn
+
+    rng = np.random.default_rng(0)
+    n = 300
+    targets = {"va": np.where(rng.random((n, 1)) < 0.1, -5.0, rng.uniform(-1, 1, (n, 2))),
+               "expr": np.where(rng.random(n) < 0.1, -1, rng.integers(0, 8, n)),
+               "au": np.where(rng.random((n, 12)) < 0.05, -1, (rng.random((n, 12)) < 0.3).astype(int))}
+    outs = {"va": rng.uniform(-1, 1, (n, 2)), "expr": rng.normal(size=(n, 8)), "au": rng.random((n, 12))}
+    outs = {k: outs[k] for k in tasks}
+    fast = task_score_fn(outs, targets, 8)
+    classes = [str(c) for c in range(8)]
+    for idx in (np.arange(n), rng.integers(0, n, n), np.sort(rng.choice(n, 100, replace=False))):
+        slow = task_report({k: v[idx] for k, v in outs.items()}, {k: v[idx] for k, v in targets.items()}, classes)
+        assert fast(idx) == pytest.approx(slow["score"], abs=1e-9)

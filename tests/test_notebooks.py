@@ -56,7 +56,7 @@ def test_01_small_synthetic_run_draws_the_imbalance_lesson(tmp_path, cache_dir):
                                        ("01_dataset_statistics.ipynb", "config.StatsConfig"),
                                        ("02_preprocessing_and_augmentation.ipynb", "config.AugmentConfig"),
                                        ("03_architectures_and_losses.ipynb", "config.ArchitecturesConfig"),
-                                       ("04_train_dan.ipynb", "config.TrainConfig"),
+                                       ("04_train_dan.ipynb", "config.DanConfig"),
                                        ("05_train_regnet_transformer.ipynb", "config.ClipConfig"),
                                        ("06_train_scan_cci.ipynb", "config.ScanCCIConfig"),
                                        ("07_train_ddamfn_multitask.ipynb", "config.MultitaskConfig"),

@@ -7,8 +7,8 @@ import pytest
 from fer_kit.data.abaw import read_abaw, read_expr, read_landmarks, read_mtl, read_task
 from fer_kit.data.face_render import render_video
 from fer_kit.data.synthetic import (PROTOTYPES, SyntheticConfig, _frames_of, _video_rng, class_proportions,
-                                    ensure_synthetic, expression_aus, plan_videos, render_faces, render_frames,
-                                    write_dataset)
+                                    ensure_synthetic, expression_aus, plan_videos, read_conditions, render_faces,
+                                    render_frames, write_dataset)
 from fer_kit.labels import AFFWILD2_EXPR_COUNTS, AU_NAMES, EXPR_CLASSES, LSD_FOLDERS
 
 
@@ -34,8 +34,8 @@ def test_per_task_files_follow_the_abaw_layout(tiny_synthetic):
     assert (np.abs(va[~invalid_va]) <= 1).all()
 
 
-def test_every_class_in_both_splits_and_counted_drops(tiny_synthetic):
-    for split in ("Train_Set", "Validation_Set"):
+def test_every_class_in_every_split_and_counted_drops(tiny_synthetic):
+    for split in ("Train_Set", "Validation_Set", "Test_Set"):
         assert (read_expr(tiny_synthetic, split).class_counts() > 0).all(), split
     train = read_expr(tiny_synthetic, "Train_Set")
     assert train.report.dropped["labelled -1"] > 0 and train.report.dropped["without an image"] > 0
@@ -55,8 +55,32 @@ def test_mtl_csv_agrees_with_the_per_task_files(tiny_synthetic):
 
 
 def test_videos_are_disjoint_between_splits(tiny_synthetic):
-    train, val = read_expr(tiny_synthetic, "Train_Set"), read_expr(tiny_synthetic, "Validation_Set")
-    assert not set(train.videos) & set(val.videos)
+    train, val, test = (set(read_expr(tiny_synthetic, s).videos) for s in ("Train_Set", "Validation_Set", "Test_Set"))
+    assert not train & val and not train & test and not val & test
+
+
+def test_each_papers_generator_option_changes_only_what_it_names(tmp_path):
+    """Hidden frames (paper B), covered regions (paper C) and EXPR labels on part of the training videos
+    (paper D): every other frame and label is the same as without the option."""
+    base = dict(n_frames=300, seed=4, image_size=48, invalid_fraction=0.0, missing_fraction=0.0)
+    plain = ensure_synthetic(SyntheticConfig(**base), cache_dir=tmp_path, progress=False)
+    hard = ensure_synthetic(SyntheticConfig(**base, hidden_fraction=0.3, occlusion_fraction=0.3,
+                                            expr_label_fraction=0.5), cache_dir=tmp_path, progress=False)
+    for split in ("Validation_Set", "Test_Set"):          # held-out splits keep every label
+        t0, t1 = read_expr(plain, split), read_expr(hard, split)
+        assert [p.name for p in t0.paths] == [p.name for p in t1.paths] and np.array_equal(t0.labels, t1.labels)
+        c = read_conditions(t1)
+        assert 0.15 < c["hidden"].mean() < 0.45 and 0.15 < (c["patch"] != "").mean() < 0.45
+        assert set(c["patch"]) <= {"", "left eye", "right eye", "mouth", "nose"}
+        same = np.array([p0.read_bytes() == p1.read_bytes() for p0, p1 in zip(t0.paths, t1.paths)])
+        clean = ~c["hidden"] & (c["patch"] == "")
+        assert same[clean].all() and not same[~clean].any()       # only the frames named are drawn otherwise
+        assert not read_conditions(t0)["hidden"].any()            # no conditions/ folder: nothing hidden
+    full, part = read_expr(plain, "Train_Set"), read_expr(hard, "Train_Set")
+    assert 0.2 < len(set(part.videos)) / len(set(full.videos)) < 0.8   # EXPR files for part of the videos
+    mtl = read_mtl(hard, "Train_Set")
+    assert len(mtl) == len(read_mtl(plain, "Train_Set"))             # AU and VA still label every frame
+    assert ((mtl.labels >= 0).sum() == len(part))
 
 
 def test_lsd_tree_holds_the_six_basic_classes(tiny_synthetic):

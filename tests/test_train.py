@@ -30,6 +30,15 @@ def test_fit_writes_a_complete_run_folder(tmp_path, tiny_data):
     assert sum(map(sum, m["best"]["confusion"])) == len(tiny_data.val)   # the whole split, not a batch
     state = train.load_checkpoint(run / "best.pt")                       # weights_only=True
     assert state["epoch"] == m["best_epoch"]
+    # chosen on validation, reported on the test split (other videos), beside the last epoch's test score
+    assert "test split" in m["protocol"] and m["data"]["test_frames"] == len(tiny_data.test)
+    assert not set(tiny_data.test.table.videos) & set(tiny_data.val.table.videos)
+    assert sum(map(sum, m["test"]["confusion"])) == len(tiny_data.test)
+    lo, hi = m["test"]["interval"]
+    assert lo <= m["test"]["score"] <= hi and lo < hi
+    assert result.reported is result.test and m["test_final"]["n"] == len(tiny_data.test)
+    chosen = train.evaluate(result.model, tiny_data.test, tiny_data.classes)   # the model returned is the chosen epoch's
+    assert chosen["score"] == pytest.approx(m["test"]["score"])
 
 
 def test_seeded_runs_reproduce_metrics(tmp_path, tiny_data):

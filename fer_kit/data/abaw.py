@@ -18,7 +18,9 @@ from ..labels import AU_INVALID, AU_NAMES, EXPR_CLASSES, EXPR_INVALID, VA_INVALI
 from .table import DropReport, FrameTable
 
 TASK_DIRS = {"EXPR": "EXPR_Classification_Challenge", "AU": "AU_Detection_Challenge", "VA": "VA_Estimation_Challenge"}
-SPLITS = ("Train_Set", "Validation_Set")
+# Aff-Wild2 publishes labels for Train_Set and Validation_Set; Test_Set is the kit's synthetic held-out split
+# (other people), read the same way when a root has it
+SPLITS = ("Train_Set", "Validation_Set", "Test_Set")
 
 
 def find_task_dir(root: str | Path, task: str = "EXPR") -> Path:
@@ -160,7 +162,19 @@ def read_expr(root: str | Path, split: str = "Train_Set", num_classes: int = 8) 
 MTL_NAMES = {
     "Train_Set": ("training_set_annotations.txt", "training_set_annotations_22.txt", "train_set.txt"),
     "Validation_Set": ("validation_set_annotations.txt", "validation_set_annotations_22.txt", "validation_set.txt"),
+    "Test_Set": ("test_set_annotations.txt",),
 }
+
+
+def has_split(root: str | Path, split: str) -> bool:
+    """Whether a root holds labels for a split: the synthetic faces hold Test_Set, Aff-Wild2 does not
+    (its test labels are not public, so runs on it select and report on validation, as the papers did)."""
+    try:
+        find_mtl_file(root, split)
+        return True
+    except FileNotFoundError:
+        pass
+    return any(has_task(root, t) and any((find_task_dir(root, t) / split).glob("*.txt")) for t in TASK_DIRS)
 
 
 def find_mtl_file(root: str | Path, split: str = "Train_Set") -> Path:

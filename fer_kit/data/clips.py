@@ -66,6 +66,17 @@ class ClipDataset(Dataset):
         return int((self.index < 0).sum())
 
 
+def video_with_most(videos: np.ndarray, mask: np.ndarray) -> tuple[str, np.ndarray]:
+    """The video holding the most frames where `mask` is true (e.g. hidden expressions), and the mask
+    of its frames."""
+    videos, mask = np.asarray(videos), np.asarray(mask, bool)
+    names, counts = np.unique(videos[mask], return_counts=True)
+    if not len(names):
+        raise ValueError("no frame is marked: nothing to choose a video by")
+    best = names[np.argmax(counts)]
+    return best, videos == best
+
+
 def busiest_video(videos: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray]:
     """The video whose expression changes most often between consecutive frames (the one where flicker
     and context matter most), and the mask of its frames."""

@@ -374,6 +374,42 @@ def _paint_occluders(cv: _Canvas, ident: dict, fr: dict, g: dict) -> None:
             cv.paint(win, _cover(np.abs(palm) - 0.006, px) * present * 0.5, hand_skin * 0.6)
 
 
+# Regions a patch can cover (paper C's local occlusions), as face-unit boxes (u0, u1, v0, v1) around the
+# drawn features: one eye with its brow, the other, the mouth, the nose and cheeks.
+PATCH_REGIONS = {"left eye": (-0.62, -0.02, -0.48, 0.02), "right eye": (0.02, 0.62, -0.48, 0.02),
+                 "mouth": (-0.45, 0.45, 0.32, 0.82), "nose": (-0.3, 0.3, -0.02, 0.42)}
+
+
+def _paint_hiders(cv: _Canvas, ident: dict, fr: dict, g: dict) -> None:
+    """What hides part or all of an expression on chosen frames: a hand over the whole face (paper B's
+    hidden frames; `fr["hidden"] == 1`) and a flat patch over one region (paper C; `fr["patch"]`)."""
+    px = cv.px
+    su, sv = g["shift_u"][:, None, None], g["shift_v"][:, None, None]
+    cover = (fr["hidden"] == 1).astype(_F32)[:, None, None]
+    if float(cover.max()) > 0:
+        win = cv.window(-1.0, 1.0, -0.75, 1.1)
+        u, v = win[2] - su, win[3] - sv
+        palm = _ellipse(u, v, 0.0, 0.12, 0.62, 0.72)
+        for off in (-0.36, -0.12, 0.12, 0.36):               # fingers reaching over the brows
+            palm = np.minimum(palm, _capsule(u, v, off, -0.2, off * 1.1, -0.62, 0.1))
+        hand = _rows(ident["skin"]) * _rows([0.88, 0.8, 0.76])    # the back of a hand, a shade apart
+        cv.paint(win, _cover(palm, px) * cover, hand, alpha=True)
+        cv.paint(win, _cover(np.abs(palm) - 0.012, px) * cover * 0.8, hand * 0.55)
+    for r, (u0, u1, v0, v1) in enumerate(PATCH_REGIONS.values()):
+        on = (fr["patch"] == r).astype(_F32)[:, None, None]
+        if float(on.max()) > 0:
+            win = cv.window(u0 - 0.3, u1 + 0.3, v0 - 0.2, v1 + 0.2)
+            u, v = win[2] - su, win[3] - sv
+            box = np.maximum(np.maximum(u0 - u, u - u1), np.maximum(v0 - v, v - v1))
+            grey = fr["patch_grey"][:, None, None, None].astype(_F32)
+            # premultiplied paint with a per-frame colour: paint() takes one colour, so paint black with the
+            # coverage and add the grey level where the patch sits
+            a = _cover(box, px) * on
+            cv.paint(win, a, _rows([0.0, 0.0, 0.0]))
+            rs, cs = win[0], win[1]
+            cv.rgb[:, rs, cs] += a[..., None] * grey
+
+
 def _background(ident: dict, size: int) -> np.ndarray:
     """A room-like backdrop: two colours mixed by a tilted pattern (clutter a model must ignore)."""
     if ident["flat"]:
@@ -415,6 +451,8 @@ def render_video(ident: dict, fr: dict, size: int = 112, rng: np.random.Generato
         cv.paint((rows, cols), a, _rows(ident["hair"]))
     if ident["occluders"]:
         _paint_occluders(cv, ident, fr, g)
+    if "hidden" in fr:
+        _paint_hiders(cv, ident, fr, g)
     bg = _background(ident, size)
     pts_face = landmarks_face_units(ident, g)
     out = np.empty((n, size, size, 3), _F32)
@@ -432,13 +470,14 @@ def render_video(ident: dict, fr: dict, size: int = 112, rng: np.random.Generato
         if with_alpha:
             alpha[k] = a
         landmarks[k] = pts_face[k] @ lin.T.astype(_F32) + off.astype(_F32)
-    _camera(out, ident, rng)
+    _camera(out, ident, rng, fr.get("hidden"))
     images = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
     return (images, landmarks, alpha) if with_alpha else (images, landmarks)
 
 
-def _camera(out: np.ndarray, ident: dict, rng: np.random.Generator) -> None:
-    """Exposure, white balance, a soft shadow across the frame, blur, posterising and sensor noise."""
+def _camera(out: np.ndarray, ident: dict, rng: np.random.Generator, hidden: np.ndarray | None = None) -> None:
+    """Exposure, white balance, a soft shadow across the frame, blur, posterising and sensor noise;
+    frames marked hidden == 2 are smeared by a fast head turn (a motion blur a tenth of the image long)."""
     size = out.shape[1]
     g = np.linspace(-1, 1, size, dtype=_F32)
     ramp = ident["shadow"][0] * g[None, :, None] + ident["shadow"][1] * g[:, None, None]
@@ -446,6 +485,13 @@ def _camera(out: np.ndarray, ident: dict, rng: np.random.Generator) -> None:
     if ident["blur"] > 0:
         for k in range(len(out)):
             cv2.GaussianBlur(out[k], (0, 0), ident["blur"], dst=out[k])
+    if hidden is not None and (hidden == 2).any():
+        length = max(3, int(round(size * 0.1)) | 1)
+        kernel = np.zeros((length, length), _F32)
+        kernel[length // 2] = 1 / length                     # horizontal smear
+        for k in np.flatnonzero(hidden == 2):
+            smeared = cv2.filter2D(out[k], -1, kernel)
+            out[k] = cv2.GaussianBlur(smeared, (0, 0), size / 40)
     if ident["posterise"]:
         np.multiply(np.round(out * ident["posterise"]), 1 / ident["posterise"], out=out)
     if ident["noise"] > 0:   # uniform sensor noise with the given std: 4x cheaper to draw than Gaussian

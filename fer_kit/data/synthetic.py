@@ -17,11 +17,13 @@ failed). Written under one root:
 
     cropped_aligned/<video>/%05d.jpg
     annotations/{EXPR_Classification_Challenge,AU_Detection_Challenge,VA_Estimation_Challenge}/<split>/<video>.txt
-    annotations/MTL_Challenge/{training,validation}_set_annotations.txt      (16-column csv)
+    annotations/MTL_Challenge/{training,validation,test}_set_annotations.txt      (16-column csv)
     landmarks/<video>.txt          header, then `00001.jpg,x0,y0,...,x67,y67` per frame with an image
     LSD/{training_set_synthetic_images,validation_set_images}/<ANGER|...|SURPRISE>/<n>.jpg   (6 classes)
 
-so the readers that serve real data serve these too.
+so the readers that serve real data serve these too. Besides Aff-Wild2's two labelled splits there is a
+Test_Set of other people (Aff-Wild2's test labels are not public): epochs and settings are chosen on
+validation and every reported number comes from test.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from tqdm import tqdm
 from ..labels import AFFWILD2_EXPR_COUNTS, AU_NAMES, EXPR_CLASSES, LSD_CLASSES, LSD_FOLDERS
 from .face_render import STYLES, render_video
 
-GENERATOR_VERSION = 5  # bump when the drawing changes, so stale caches are not reused
+GENERATOR_VERSION = 6  # bump when the drawing changes, so stale caches are not reused
 
 _AU = {name: i for i, name in enumerate(AU_NAMES)}
 PROTOTYPES: dict[str, tuple[str, ...]] = {
@@ -75,14 +77,19 @@ _IRIS = np.array([[70, 45, 25], [40, 28, 20], [70, 110, 150], [80, 110, 70], [11
 class SyntheticConfig:
     """What defines a synthetic dataset; equal configs give identical files (and share a cache entry)."""
 
-    n_frames: int = 10_000        # frames in train + validation (before dropping unusable ones)
+    n_frames: int = 10_000        # frames in all three splits (before dropping unusable ones)
     image_size: int = 112         # ABAW cropped-aligned faces are 112x112
     balance: str = "sqrt"         # class frequencies: "sqrt" of Aff-Wild2's, "affwild2" exact, "uniform"
     style: str = "photo"          # rendering domain: "photo", "cartoon" or "lowlight" (face_render.STYLES)
     occluders: bool = True        # glasses, hair across the face, hands
     val_fraction: float = 0.2     # share of frames (whole videos) in Validation_Set
+    test_fraction: float = 0.2    # share in Test_Set (other people): epochs are chosen on validation, reported on test
     segment_frames: tuple[int, int] = (4, 12)     # frames per expression segment
     segments_per_video: tuple[int, int] = (2, 4)  # several expressions per person: identity is no cue
+    # what each paper argues real data holds (off by default; each paper's notebook switches its own on)
+    hidden_fraction: float = 0.0     # paper B: frames inside an expression hidden by a hand or a head-turn blur
+    occlusion_fraction: float = 0.0  # paper C: frames with one face region (an eye, the mouth, the nose) covered
+    expr_label_fraction: float = 1.0  # paper D: share of training videos with EXPR labels (AU and VA cover all)
     invalid_fraction: float = 0.02   # frames whose label is invalid, in each task independently
     missing_fraction: float = 0.01   # annotated frames whose jpg is absent
     seed: int = 0
@@ -94,9 +101,15 @@ class SyntheticConfig:
         if self.style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}; got {self.style!r}")
         if self.n_frames < 200:
-            raise ValueError(f"n_frames must be at least 200 to hold every class in both splits; got {self.n_frames}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+            raise ValueError(f"n_frames must be at least 200 to hold every class in every split; got {self.n_frames}")
+        if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction and test_fraction must be shares in (0, 1) that leave frames for training; "
+                             f"got {self.val_fraction} and {self.test_fraction}")
+        for name in ("hidden_fraction", "occlusion_fraction"):
+            if not 0 <= getattr(self, name) <= 0.5:
+                raise ValueError(f"{name} must be in [0, 0.5] (frames must stay readable); got {getattr(self, name)}")
+        if not 0 < self.expr_label_fraction <= 1:
+            raise ValueError(f"expr_label_fraction must be in (0, 1]; got {self.expr_label_fraction}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 px; got {self.image_size}")
 
@@ -199,7 +212,11 @@ def plan_videos(cfg: SyntheticConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     props = class_proportions(cfg.balance)
     videos = []
-    for split, share in (("Train_Set", 1 - cfg.val_fraction), ("Validation_Set", cfg.val_fraction)):
+    shares = (("Train_Set", 1 - cfg.val_fraction - cfg.test_fraction), ("Validation_Set", cfg.val_fraction),
+              ("Test_Set", cfg.test_fraction))
+    for split, share in shares:
+        if share == 0:
+            continue
         n_target = int(round(cfg.n_frames * share))
         mean_seg = sum(cfg.segment_frames) / 2
         n_seg = max(int(round(n_target / mean_seg)), 2 * len(EXPR_CLASSES))
@@ -248,8 +265,9 @@ def plan_videos(cfg: SyntheticConfig) -> dict:
             hand[start: start + length] = True
         invalid = rng.random((3, n)) < cfg.invalid_fraction      # EXPR, AU, VA independently
         label[invalid[0]] = -1
+        hidden, patch, grey = _conditions(cfg, v, label, lens)
         frames.append(dict(
-            ident=ident, au=au, va=va.astype(np.float32), label=label.astype(np.int64), blink=blink, hand=hand,
+            hidden=hidden, patch=patch, patch_grey=grey, ident=ident, au=au, va=va.astype(np.float32), label=label.astype(np.int64), blink=blink, hand=hand,
             au_valid=~invalid[1], va_valid=~invalid[2], missing=rng.random(n) < cfg.missing_fraction,
             roll=np.deg2rad(rng.uniform(-10, 10)) + _smooth_walk(rng, n, 0.08),
             yaw=rng.uniform(-0.35, 0.35) + _smooth_walk(rng, n, 0.08),
@@ -258,10 +276,35 @@ def plan_videos(cfg: SyntheticConfig) -> dict:
             gaze=np.stack([_smooth_walk(rng, n, 0.02), _smooth_walk(rng, n, 0.01)], 1),
         ))
         video["name"] = f"synth_{v:04d}"
+    # paper D: Aff-Wild2 labels EXPR on fewer videos than AU and VA; unlabelled training videos get no
+    # EXPR file and -1 in the MTL csv (their own stream: the rest of the data does not change)
+    no_expr = np.random.default_rng([cfg.seed, 17]).random(len(videos)) >= cfg.expr_label_fraction
+    for video, unlabelled in zip(videos, no_expr):
+        video["expr_labelled"] = not (unlabelled and video["split"] == "Train_Set")
     return dict(videos=videos, frames=frames)
 
 
-_FRAME_KEYS = ("au", "blink", "hand", "roll", "yaw", "pitch", "dx", "dy", "ds", "gaze")
+def _conditions(cfg: SyntheticConfig, v: int, label: np.ndarray, lens: np.ndarray):
+    """Per frame: hidden (0 no, 1 a hand over the face, 2 a head-turn blur) and patch (-1, or the index
+    of the covered region in face_render.PATCH_REGIONS) with its grey level. Drawn from the video's own
+    stream, so switching them on changes nothing else. A hidden frame sits inside an expression segment
+    (not its first two or last frame), so the frames around it show the expression it hides."""
+    rng = np.random.default_rng([cfg.seed, 13, v])
+    n = len(label)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    interior = np.zeros(n, bool)
+    for s0, ln in zip(starts, lens):
+        interior[s0 + 2: s0 + ln - 1] = True
+    interior &= label >= 0
+    draws = rng.random((4, n))
+    hidden = np.where(interior & (draws[0] < cfg.hidden_fraction / max(interior.mean(), 1e-9)),
+                      np.where(draws[1] < 0.5, 1, 2), 0).astype(np.int8)
+    patch = np.where(draws[2] < cfg.occlusion_fraction, (draws[3] * 4).astype(int), -1).astype(np.int8)
+    grey = rng.uniform(0.1, 0.9, n).astype(np.float32)
+    return hidden, patch, grey
+
+
+_FRAME_KEYS = ("au", "blink", "hand", "roll", "yaw", "pitch", "dx", "dy", "ds", "gaze", "hidden", "patch", "patch_grey")
 
 
 def _frames_of(video: dict, keep: np.ndarray) -> dict:
@@ -333,7 +376,8 @@ def raw_frames(n: int = 8, size: int = 224, seed: int = 0) -> dict[str, np.ndarr
 
 TASK_HEADERS = {"EXPR": ",".join(EXPR_CLASSES), "AU": ",".join(AU_NAMES), "VA": "valence,arousal"}
 _TASK_DIRS = {"EXPR": "EXPR_Classification_Challenge", "AU": "AU_Detection_Challenge", "VA": "VA_Estimation_Challenge"}
-MTL_FILES = {"Train_Set": "training_set_annotations.txt", "Validation_Set": "validation_set_annotations.txt"}
+MTL_FILES = {"Train_Set": "training_set_annotations.txt", "Validation_Set": "validation_set_annotations.txt",
+             "Test_Set": "test_set_annotations.txt"}   # the kit's own name: ABAW's test labels are not public
 
 
 def default_cache_dir() -> Path:
@@ -351,6 +395,34 @@ def _task_rows(fr: dict) -> dict[str, list[str]]:
 
 
 _LANDMARK_FORMAT = ",".join(["%.2f"] * 136)
+PATCH_NAMES = ("left eye", "right eye", "mouth", "nose")   # = face_render.PATCH_REGIONS, in order
+HIDDEN_NAMES = ("", "hand", "blur")
+
+
+def _write_conditions(root: Path, name: str, fr: dict) -> None:
+    """conditions/<video>.txt: what hides each frame (the kit's own file; Aff-Wild2 has no such labels)."""
+    folder = Path(root) / "conditions"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["image,hidden,patch"] + [f"{k + 1:05d}.jpg,{HIDDEN_NAMES[h]},{PATCH_NAMES[p] if p >= 0 else ''}"
+                                      for k, (h, p) in enumerate(zip(fr["hidden"], fr["patch"]))]
+    (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def read_conditions(table) -> dict[str, np.ndarray]:
+    """For each frame of a table read from a synthetic root: "hidden" (bool: a hand or a blur hides the
+    expression) and "patch" (the covered region's name, "" for none), from the root's conditions/
+    folder beside cropped_aligned/. Roots written without those options (and real data) have none:
+    every frame then reads as unhidden and uncovered."""
+    hidden, patch = np.zeros(len(table), bool), np.full(len(table), "", dtype=object)
+    cache: dict[str, dict[str, tuple[str, str]]] = {}
+    for i, (path, video) in enumerate(zip(table.paths, table.videos)):
+        if video not in cache:
+            file = Path(path).parents[2] / "conditions" / f"{video}.txt"   # <root>/cropped_aligned/<video>/<frame>
+            cache[video] = ({line.split(",")[0]: tuple(line.split(",")[1:3]) for line in file.read_text().splitlines()[1:]}
+                            if file.exists() else {})
+        h, p = cache[video].get(Path(path).name, ("", ""))
+        hidden[i], patch[i] = bool(h), p
+    return {"hidden": hidden, "patch": patch.astype(str)}
 
 
 def _write_video(job: tuple) -> int:
@@ -375,10 +447,18 @@ def write_dataset(cfg: SyntheticConfig, root: Path, progress: bool = True, worke
     plan = plan_videos(cfg)
     root = Path(root)
     (root / "landmarks").mkdir(parents=True, exist_ok=True)
-    mtl = {split: ["image,valence,arousal,expression," + ",".join(AU_NAMES)] for split in MTL_FILES}
+    splits = sorted({video["split"] for video in plan["videos"]})
+    mtl = {split: ["image,valence,arousal,expression," + ",".join(AU_NAMES)] for split in splits}
+    conditions = cfg.hidden_fraction > 0 or cfg.occlusion_fraction > 0
     for video, fr in zip(plan["videos"], plan["frames"]):
         rows = _task_rows(fr)
+        if not video["expr_labelled"]:
+            rows["EXPR"] = ["-1"] * len(rows["EXPR"])
+        if conditions:
+            _write_conditions(root, video["name"], fr)
         for task, folder in _TASK_DIRS.items():
+            if task == "EXPR" and not video["expr_labelled"]:
+                continue
             d = root / "annotations" / folder / video["split"]
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{video['name']}.txt").write_text("\n".join([TASK_HEADERS[task]] + rows[task]) + "\n")
@@ -412,6 +492,8 @@ def _write_lsd(root: Path, plan: dict) -> None:
     dirs = {"Train_Set": "training_set_synthetic_images", "Validation_Set": "validation_set_images"}
     count = {split: 0 for split in dirs}
     for video, fr in zip(plan["videos"], plan["frames"]):
+        if video["split"] not in dirs:   # LSD has no test folder (paper E's test set was not released)
+            continue
         for k in np.flatnonzero(~fr["missing"] & (fr["label"] >= 1) & (fr["label"] <= 6)):
             cls = LSD_FOLDERS[LSD_CLASSES.index(EXPR_CLASSES[fr["label"][k]])]
             dst = root / "LSD" / dirs[video["split"]] / cls

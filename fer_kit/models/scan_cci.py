@@ -48,8 +48,11 @@ How this file differs from the published code, and why:
 - The paper says the patch vectors are "max-pooled across channel dimensions to provide ... a 512 dimensional
   vector"; a max over channels would give 25 numbers, not 512. The code's MaxPool1d(25) takes the max over
   the 25 patches for each channel, which is the only reading that yields 512; the kit does that.
-- cat(V_l, V_g) is L2-normalised before the fc in the code; the paper does not mention it. Kept by default
-  (`l2_normalize=False` drops it). Likewise the ReLU between the CCI fc 256 and the classifier is the code's.
+- cat(V_l, V_g) is L2-normalised before the fc in the code; the paper does not mention it, so the kit
+  follows the paper and does not normalise; `l2_normalize=True` (and `scan_cci_code`) is the code's. It
+  matters: a unit-norm feature bounds each logit by its fc row's norm, which starts near 0.03, so from random
+  initialisation the SCAN term stayed at chance (ln 7) for a whole laptop run (notebook 06 before this change).
+  The ReLU between the CCI fc 256 and the classifier is the code's.
 - ECA's kernel size comes from the ECA paper's rule k = odd(|log2(C) + 1| / 2), which is 5 for 1024 channels,
   the code's hard-coded value.
 - Patch order: the kit's mask nets are indexed row-major over the 5 x 5 grid; the code's are ordered 16 inner
@@ -146,11 +149,11 @@ class LocalGlobalAttentionBranch(nn.Module):
         num_classes: output classes.
         grid: patches per side (5 -> 25 patches, the paper's m).
         shared_mask_net: one mask net for all local patches instead of one each (the whole map keeps its own).
-        l2_normalize: L2-normalise cat(V_l, V_g) before the fc (the code; the paper does not say).
+        l2_normalize: L2-normalise cat(V_l, V_g) before the fc (the code; the paper does not, the default).
     """
 
     def __init__(self, channels: int = 512, num_classes: int = 8, grid: int = 5, shared_mask_net: bool = False,
-                 l2_normalize: bool = True):
+                 l2_normalize: bool = False):
         super().__init__()
         self.grid, self.shared_mask_net, self.l2_normalize = grid, shared_mask_net, l2_normalize
         self.local_scan = nn.ModuleList(SCAN(channels) for _ in range(1 if shared_mask_net else grid * grid))
@@ -246,7 +249,7 @@ class SCANCCI(nn.Module):
             creation with `load_vggface2_weights`.
         shared_mask_net: one SCAN mask net for all 25 local patches (4.7M instead of 61.4M mask parameters).
         shared_region_classifier: the code's single head for the 4 CCI blocks (the paper: one head each).
-        l2_normalize: L2-normalise the SCAN feature before its fc (the code).
+        l2_normalize: L2-normalise the SCAN feature before its fc (the code; off by default, as the paper).
         patch_grid: local patches per side (5 -> 25); block_grid: CCI blocks per side (2 -> 4).
 
     forward(x (B, 3, H, W)) -> SCANCCIOutput(logits, attention_logits, region_logits); train with
@@ -255,7 +258,7 @@ class SCANCCI(nn.Module):
 
     def __init__(self, num_classes: int = 8, backbone: str = "resnet50", pretrained: bool = False,
                  checkpoint_path: str | None = None, shared_mask_net: bool = False,
-                 shared_region_classifier: bool = False, l2_normalize: bool = True, patch_grid: int = 5,
+                 shared_region_classifier: bool = False, l2_normalize: bool = False, patch_grid: int = 5,
                  block_grid: int = 2):
         super().__init__()
         if patch_grid < 1 or block_grid < 1:
@@ -291,8 +294,9 @@ def scan_cci(**kwargs) -> SCANCCI:
 
 @register_model
 def scan_cci_code(**kwargs) -> SCANCCI:
-    """Paper C as its published code ran: the 4 CCI blocks share one region head."""
-    return SCANCCI(**{"backbone": "resnet50", "shared_region_classifier": True, **kwargs})
+    """Paper C as its published code ran: the 4 CCI blocks share one region head, the SCAN feature is
+    L2-normalised before its fc."""
+    return SCANCCI(**{"backbone": "resnet50", "shared_region_classifier": True, "l2_normalize": True, **kwargs})
 
 
 @register_model

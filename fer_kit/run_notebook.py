@@ -1,0 +1,102 @@
+"""Execute a kit notebook headlessly and keep readable outputs.
+
+    python -m fer_kit.run_notebook 04_train_dan                 # refresh the committed outputs
+    python -m fer_kit.run_notebook 04_train_dan -o out.ipynb -p epochs 8
+
+Papermill stores every refresh of a progress bar as its own output, so a saved notebook shows dozens of
+half-drawn bars; `tidy` merges each cell's consecutive stream outputs and applies the carriage returns,
+leaving what a Jupyter user sees at the end: one finished bar per loop.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import time
+from pathlib import Path
+
+import nbformat
+
+from .paths import project_dir
+
+
+def notebook_path(name: str) -> Path:
+    """`04`, `04_train_dan` or a path -> the notebook file."""
+    path = Path(name)
+    if path.suffix == ".ipynb" and path.exists():
+        return path
+    hits = sorted((project_dir() / "notebooks").glob(f"{path.stem}*.ipynb"))
+    if len(hits) != 1:
+        found = ", ".join(h.name for h in hits) or "none"
+        raise FileNotFoundError(f"notebook {name!r} names {len(hits)} notebooks in notebooks/ ({found}); "
+                                "give its number and name, e.g. 04_train_dan")
+    return hits[0]
+
+
+def tidy(path: str | Path) -> None:
+    """Coalesce each cell's stream outputs and apply carriage returns (nbconvert's own preprocessor)."""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    nb = nbformat.read(path, as_version=4)
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    nbformat.write(nb, path)
+
+
+def execute(name: str, output: str | Path | None = None, parameters: dict | None = None,
+            env: dict[str, str] | None = None) -> tuple[Path, float]:
+    """Run a notebook with papermill from notebooks/ (as Jupyter would open it) and tidy its outputs;
+    returns the executed notebook's path and the wall time in seconds. `env` is set for the kernel."""
+    import papermill
+
+    source = notebook_path(name)
+    output = Path(output) if output is not None else source
+    # executed into a scratch file first: a failed run must not leave its error cell in the notebook
+    scratch = output.with_name(f".{output.stem}.running.ipynb")
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(scratch), parameters=parameters or {}, kernel_name="python3",
+                                   cwd=str(source.parent), progress_bar=False)
+    except Exception as err:
+        failed = scratch.with_name(f"{output.stem}.failed.ipynb")
+        if scratch.exists():
+            scratch.replace(failed)
+        raise RuntimeError(f"{source.name} failed; the executed notebook with its error is {failed}") from err
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    seconds = time.perf_counter() - t0
+    tidy(scratch)
+    scratch.replace(output)
+    return output, seconds
+
+
+def parse_value(text: str):
+    """A -p value as papermill's CLI reads it: a Python literal when it is one, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parameter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook parameter, as papermill's -p")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m fer_kit.run_notebook", description=__doc__.splitlines()[0])
+    p.add_argument("notebook", help="number and name (04_train_dan) or path")
+    p.add_argument("-o", "--output", default=None, help="where to save it (default: over the notebook itself)")
+    parameter_args(p)
+    args = p.parse_args(argv)
+    out, seconds = execute(args.notebook, args.output, {k: parse_value(v) for k, v in args.parameter})
+    print(f"{out.name}: executed in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+import json
+
+import nbformat
+import numpy as np
+import pytest
+
+from fer_kit import compare, study
+from fer_kit.run_notebook import notebook_path, tidy
+
+
+def _frames(n_videos=40, per_video=10, seed=0):
+    rng = np.random.default_rng(seed)
+    videos = np.repeat([f"v{i}" for i in range(n_videos)], per_video)
+    labels = np.repeat(rng.integers(0, 4, n_videos), per_video)
+    return labels, videos, rng
+
+
+def test_a_better_model_wins_beyond_the_noise_and_an_equal_one_does_not():
+    labels, videos, rng = _frames()
+    good = np.where(rng.random(len(labels)) < 0.9, labels, (labels + 1) % 4)
+    noisy = np.where(rng.random(len(labels)) < 0.4, labels, rng.integers(0, 4, len(labels)))
+    c = compare.paired(labels, good, noisy, videos, 4, names=("good", "noisy"))
+    assert c["gain"]["verdict"] == "better" and c["gain"]["low"] > 0
+    assert c["good"]["low"] <= c["good"]["value"] <= c["good"]["high"]
+    assert "good beat noisy" in c["sentence"] and f"{c['good']['value']:.3f}" in c["sentence"]
+    same = compare.paired(labels, good, good, videos, 4, names=("a", "b"))
+    assert same["gain"]["verdict"] == "within the noise" and "did not beat" in same["sentence"]
+
+
+def test_a_mask_narrows_the_comparison_to_some_frames():
+    labels, videos, rng = _frames()
+    hidden = rng.random(len(labels)) < 0.3
+    a = labels.copy()                                   # right everywhere
+    b = np.where(hidden, (labels + 1) % 4, labels)      # wrong exactly on the hidden frames
+    everywhere = compare.paired(labels, a, b, videos, 4, score="accuracy")
+    on_hidden = compare.paired(labels, a, b, videos, 4, score="accuracy", mask=hidden)
+    assert on_hidden["frames"] == hidden.sum() and on_hidden["b"]["value"] == 0.0
+    assert on_hidden["gain"]["gain"] == 1.0 > everywhere["gain"]["gain"]
+    with pytest.raises(ValueError, match="same frames"):
+        compare.paired(labels, a[:-1], b, videos, 4)
+
+
+def test_comparisons_are_saved_and_the_study_reads_their_spread(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_KIT_OUTPUT", str(tmp_path))
+    record = lambda va, vb, verdict: {"names": ["idea", "base"], "score": "p_expr", "idea": {"value": va},  # noqa: E731
+                                      "base": {"value": vb}, "gain": {"verdict": verdict}}
+    compare.save(record(0.5, 0.4, "better"), "idea_vs_base")
+    assert compare.load_all()["idea_vs_base"]["idea"]["value"] == 0.5
+    wins = study.summarise({0: {"c": record(0.50, 0.40, "better")}, 1: {"c": record(0.52, 0.41, "better")},
+                            2: {"c": record(0.49, 0.40, "within the noise")}})
+    assert bool(wins.loc["c", "wins beyond seed spread"]) and wins.loc["c", "seeds beyond own interval"] == 2
+    assert wins.loc["c", "gain mean"] == pytest.approx(0.1, abs=1e-9)
+    mixed = study.summarise({0: {"c": record(0.50, 0.40, "better")}, 1: {"c": record(0.40, 0.45, "worse")},
+                             2: {"c": record(0.45, 0.44, "within the noise")}})
+    assert not bool(mixed.loc["c", "wins beyond seed spread"])
+
+
+def test_tidy_keeps_one_finished_progress_bar(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("fit()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\repoch 1:   0%| 0/9"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\repoch 1:  50%| 4/9"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\repoch 1: 100%| 9/9\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="epoch 1: loss 2.0\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    tidy(path)
+    outs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [o.text for o in outs] == ["epoch 1: 100%| 9/9\n", "epoch 1: loss 2.0\n"]
+
+
+def test_notebooks_are_found_by_number_and_a_wrong_name_is_explained():
+    assert notebook_path("04").name == "04_train_dan.ipynb"
+    with pytest.raises(FileNotFoundError, match="names 0 notebooks"):
+        notebook_path("99_nothing")
+
+
+def test_committed_notebooks_hold_no_half_drawn_progress_bars():
+    """Outputs are refreshed with `python -m fer_kit.run_notebook`, which tidies them."""
+    for path in sorted(notebook_path("00").parent.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        streams = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream"]
+        assert not any("\r" in o.text for o in streams), path.name
