@@ -143,6 +143,7 @@ class TrainConfig(FromParams):
     num_heads: int | None = None      # attention heads; None = the preset's (DAN 4, DDAMFN 2)
     pretrained: bool = False          # timm ImageNet weights (needs the internet once)
     init_from: str | None = None      # a kit checkpoint (e.g. runs/x/best.pt) whose matching weights start this run
+    init_min_share: float = 0.9       # init_from must match at least this share of the model's tensors (by name and shape)
     # optimisation
     preset: str = "laptop"            # "laptop" (CPU, from scratch), "paper" (paper A Table 2); also paper_c, laptop_c, ...
     epochs: int = 3
@@ -210,6 +211,8 @@ class TrainConfig(FromParams):
             raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two samples); got {self.batch_size}")
         check_names([self.variant], REGNET_VARIANTS, "variant")
         check_names([self.exist], EXIST, "exist")
+        if not 0 <= self.init_min_share <= 1:
+            raise ValueError(f"init_min_share must be in [0, 1]; got {self.init_min_share}")
         if not self.checkpoint_minutes >= 0:
             raise ValueError(f"checkpoint_minutes must be >= 0 (0 = a checkpoint per epoch only); got {self.checkpoint_minutes}")
         if self.clip_length < 1:

@@ -167,7 +167,8 @@ def init_weights(model: nn.Module, path: str | Path, min_share: float = 0.9, mod
         raise ValueError(f"{shown(path)} is a checkpoint of {theirs or 'an unknown model'!r}; it matches only "
                          f"{len(match)} of the {len(own)} tensors of this {mine!r} ({share:.0%}, at least "
                          f"{min_share:.0%} must match; first misfits: {', '.join(list(fresh.values())[:3])}); "
-                         "start from a checkpoint of the same model, or leave init_from empty")
+                         "start from a checkpoint of the same model, leave init_from empty, or lower "
+                         "init_min_share if only a part of the model is meant to start from it")
     model.load_state_dict(match, strict=False)
     return {"loaded": len(match), "kept_init": len(fresh), "reinitialised": fresh}
 
@@ -317,8 +318,14 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
                                      f"try a lower lr (now {cfg.lr}) or clip_grad")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.clip_grad:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip_grad)
+        # the norm is measured even without clipping (max_norm inf scales by exactly 1): a NaN or infinite
+        # gradient would otherwise turn every weight into NaN with a finite loss on this step
+        norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                        cfg.clip_grad or float("inf"))
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"the gradients became {norm.item()} at epoch {epoch}, step {step} (the loss "
+                                     f"{loss.item():.4g} was finite); try a lower lr (now {cfg.lr}) or clip_grad, "
+                                     "and look for a log, sqrt or division of zero in the model or loss")
         optimizer.step()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
@@ -489,7 +496,7 @@ def load_checkpoint(path: str | Path) -> dict:
                          "only if you trust it, and re-save its state_dict") from e
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"{path} is not a readable checkpoint (empty, cut short or not written by torch.save: "
-                         f"{str(e).splitlines()[0]}); use another checkpoint, or train again") from e
+                         f"{(str(e) or type(e).__name__).splitlines()[0]}); use another checkpoint, or train again") from e
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
@@ -680,7 +687,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
 
     model = build_model(cfg)
     if cfg.init_from and state is None:
-        counts = init_weights(model, cfg.init_from, model_name=cfg.model)
+        counts = init_weights(model, cfg.init_from, cfg.init_min_share, model_name=cfg.model)
         fresh = list(counts["reinitialised"].values())
         print(f"initialised from {cfg.init_from}: {counts['loaded']} tensors loaded, {len(fresh)} re-initialised"
               + (f": {'; '.join(fresh[:8])}" + (f"; ... ({len(fresh) - 8} more)" if len(fresh) > 8 else "") if fresh else ""))

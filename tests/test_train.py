@@ -48,11 +48,24 @@ def test_resumed_run_matches_uninterrupted(tmp_path, tiny_data):
     assert resumed.best["p_expr"] == straight.best["p_expr"]
 
 
-def test_checkpoints_are_written_atomically(tmp_path):
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) must leave the previous checkpoint whole and no temporary."""
+    import errno
+
     path = tmp_path / "ck.pt"
     train.save_checkpoint({"w": torch.ones(2)}, path)
+    real = torch.save
+
+    def half_then_enospc(obj, f):
+        real(obj, f)
+        os.truncate(f, os.path.getsize(f) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", half_then_enospc)
+    with pytest.raises(OSError, match="ck.pt .No space left on device.; the previous ck.pt, if any, is unchanged"):
+        train.save_checkpoint({"w": torch.zeros(2)}, path)
+    monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]              # no temporary left behind
-    assert torch.equal(train.load_checkpoint(path)["w"], torch.ones(2))
+    assert torch.equal(train.load_checkpoint(path)["w"], torch.ones(2))   # the previous checkpoint, whole
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train.load_checkpoint(tmp_path / "nope.pt")
 
@@ -66,6 +79,17 @@ def test_cli_takes_the_notebook_parameter_names(tmp_path, tiny_data, capsys):
         train.main(["--epoch", "8"])
     same = train.fit(tiny_config(tmp_path, out_dir=str(tmp_path / "nb")), tiny_data)
     assert same.best["p_expr"] == result.best["p_expr"]
+
+
+def test_cli_defaults_never_overwrite_a_run(tmp_path):
+    """The CLI refuses an existing run folder unless told (--exist resume|overwrite) and names its default
+    folder after model and task, so the README's commands for papers A, B, D and E write four folders."""
+    args = vars(train._parser().parse_args([]))
+    assert args["exist"] == "error" and args["out_dir"] is None and TrainConfig().exist == "overwrite"
+    assert vars(train._parser().parse_args(["--resume"]))["resume"]
+    folders = [train.default_out_dir(a) for a in ({}, {"model": "regnet_transformer", "variant": "combine"},
+                                                  {"model": "ddamfn", "task": "mtl"}, {"model": "dan_landmarks"})]
+    assert folders == ["runs/dan_expr", "runs/regnet_transformer_expr_combine", "runs/ddamfn_mtl", "runs/dan_landmarks_expr"]
 
 
 def test_bad_data_root_is_a_clear_error(tmp_path):
@@ -185,6 +209,7 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_result(tmp_path, t
         assert p.exitcode == (0 if point is None else -9), (point, p.exitcode)
         train.load_checkpoint(tmp_path / "killed" / "last.pt")      # every kill leaves a loadable checkpoint
     assert len(resumed_at) == len(KILL_POINTS) and any("step" in line for line in resumed_at), resumed_at
+    assert not (tmp_path / "killed" / ".lock").exists()                # each killed run's lock was taken over
     train.fit(kill_config(tmp_path, "straight"), tiny_data)
     (w_killed, best_killed, m_killed, h_killed), (w, best, m, h) = (_run_files(tmp_path / n) for n in ("killed", "straight"))
     assert all(torch.equal(w_killed[k], w[k]) for k in w) and all(torch.equal(best_killed[k], best[k]) for k in best)
