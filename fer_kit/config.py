@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import numbers
+import types
 import typing
 from typing import Any
 
@@ -25,7 +26,11 @@ def check_types(cls, params: dict[str, Any]) -> None:
     not later deep inside training. An int is accepted where a float is meant."""
     hints = typing.get_type_hints(cls)
     for name, value in params.items():
-        kinds = typing.get_args(hints[name]) or (hints[name],)
+        hint = hints[name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            kinds = typing.get_args(hint)
+        else:
+            kinds = (typing.get_origin(hint) or hint,)     # list[str] -> list
         kinds = tuple(k for k in kinds if isinstance(k, type))
         ok = any(_is_a(value, k) for k in kinds)
         if kinds and not ok:
