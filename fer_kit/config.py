@@ -7,13 +7,44 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+import numbers
+import types
+import typing
 from typing import Any
+
+import numpy as np
 
 from .names import check_names
 
 def comma_list(text: str) -> list[str]:
     """A parameter that names several things ("dan, ddamfn,") as a clean list."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def check_types(cls, params: dict[str, Any]) -> None:
+    """A notebook parameter of the wrong type (`-p epochs "8"`, `-p lr fast`) fails here with its name,
+    not later deep inside training. An int is accepted where a float is meant."""
+    hints = typing.get_type_hints(cls)
+    for name, value in params.items():
+        hint = hints[name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            kinds = typing.get_args(hint)
+        else:
+            kinds = (typing.get_origin(hint) or hint,)     # list[str] -> list
+        kinds = tuple(k for k in kinds if isinstance(k, type))
+        ok = any(_is_a(value, k) for k in kinds)
+        if kinds and not ok:
+            names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+            raise TypeError(f"parameter {name} must be {names}; got {value!r} ({type(value).__name__}): "
+                            f"write e.g. `-p {name} <value>` without quotes for a number")
+
+
+def _is_a(value, kind: type) -> bool:
+    """isinstance, with numpy numbers counted as numbers and True/False not counted as ints."""
+    if kind in (int, float):
+        number = numbers.Integral if kind is int else numbers.Real
+        return isinstance(value, number) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, kind) or (kind is bool and isinstance(value, np.bool_))
 
 
 class FromParams:
@@ -23,6 +54,7 @@ class FromParams:
     @classmethod
     def from_params(cls, params: dict[str, Any]):
         check_names(params, [f.name for f in fields(cls)], "parameter")
+        check_types(cls, params)
         return cls(**params)
 
     def require_positive(self, *names: str) -> None:
@@ -85,6 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                      lr=1e-1, head_lr=1e-1, weight_decay=1e-3, lr_decay=0.95, augment="dan_laptop"),
 }
 TASKS = ("expr", "mtl", "va", "au")
+EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folder that already holds a run
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
 
@@ -118,6 +151,7 @@ class TrainConfig(FromParams):
     num_heads: int | None = None      # attention heads; None = the preset's (DAN 4, DDAMFN 2)
     pretrained: bool = False          # timm ImageNet weights (needs the internet once)
     init_from: str | None = None      # a kit checkpoint (e.g. runs/x/best.pt) whose matching weights start this run
+    init_min_share: float = 0.9       # init_from must match at least this share of the model's tensors (by name and shape)
     # optimisation
     preset: str = "laptop"            # "laptop" (CPU, from scratch), "paper" (paper A Table 2); also paper_c, laptop_c, ...
     epochs: int = 3
@@ -146,6 +180,8 @@ class TrainConfig(FromParams):
     figures_dir: str = "figures"      # where the notebook saves its figures
     max_batches: int | None = None    # stop each epoch early (smoke tests)
     progress: bool = True             # tqdm progress bars
+    exist: str = "overwrite"          # out_dir already holds a run: "overwrite" (notebooks), "resume", or "error" (the CLI's default)
+    checkpoint_minutes: float = 0.0   # also save a resumable last.pt every this many minutes within an epoch; 0 = per epoch only
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -182,6 +218,11 @@ class TrainConfig(FromParams):
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two samples); got {self.batch_size}")
         check_names([self.variant], REGNET_VARIANTS, "variant")
+        check_names([self.exist], EXIST, "exist")
+        if not 0 <= self.init_min_share <= 1:
+            raise ValueError(f"init_min_share must be in [0, 1]; got {self.init_min_share}")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0 (0 = a checkpoint per epoch only); got {self.checkpoint_minutes}")
         if self.clip_length < 1:
             raise ValueError(f"clip_length must be >= 1; got {self.clip_length}")
         if self.clip_length > 1 and not self.model.startswith("regnet_transformer"):

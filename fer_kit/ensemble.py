@@ -137,6 +137,7 @@ def bag_lsd(cfg: EnsembleStudyConfig, init_from: str | None = None):
                                 "epochs": cfg.lsd_epochs, "members": cfg.lsd_members, "fraction": 0.2,
                                 "bootstrap": False, "landmark_backbone": "resnet18", "preset": "laptop_e",
                                 "lr": None, "batch_size": None, "init_from": init_from,
+                                "init_min_share": 0.6,   # a DAN run fills the emotion branch: 268 of 420 tensors
                                 "out_dir": f"{cfg.out_dir}/lsd"})
     data = load_expr_data(lsd_cfg)
     results = train_members(lsd_cfg, data)

@@ -1,7 +1,10 @@
 """One training loop for the kit: config -> data -> model -> loss -> fit -> metrics -> run folder.
 
 Used by the notebooks and by the command line, which take the same parameter names:
-    python -m fer_kit.train --epochs 8 --batch_size 64
+    python -m fer_kit.train --epochs 8 --batch_size 64            # writes runs/dan_expr/
+    python -m fer_kit.train --epochs 12 --exist resume            # continues it from last.pt
+The command line refuses a folder that already holds a run unless told `--exist resume|overwrite`;
+notebooks and library callers overwrite by default (re-running a notebook is the normal case).
 A run folder holds config.json, history.csv, metrics.json, best.pt (best validation score), last.pt
 (for resuming) and figures/ (learning curves, per-class F1, confusion matrix); checkpoints are written
 atomically and read back with `weights_only=True`.
@@ -11,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
+import signal
 import tempfile
 import time
 import typing
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -173,20 +178,36 @@ def build_model(cfg: TrainConfig) -> nn.Module:
                         backbone=cfg.backbone, pretrained=cfg.pretrained)
 
 
-def init_weights(model: nn.Module, path: str | Path) -> dict[str, int]:
+def init_weights(model: nn.Module, path: str | Path, min_share: float = 0.9, model_name: str | None = None) -> dict:
     """Start a model from another run's checkpoint: every tensor whose name and shape match is copied,
     the rest keeps its initialisation (e.g. paper B's clip models start from the per-frame model's trunk,
-    the role ImageNet weights play in the paper). Returns how many tensors were loaded and left."""
+    the role ImageNet weights play in the paper). At least `min_share` of this model's tensors must match:
+    a checkpoint of another model would otherwise leave almost everything at random, silently. Returns
+    how many tensors were loaded and, by name, which were re-initialised and why."""
     path = Path(path) if Path(path).is_absolute() else output_dir() / path
     state = load_checkpoint(path)
-    state = state.get("model", state)
+    theirs = (state.get("config") or {}).get("model") if isinstance(state.get("config"), dict) else None
+    weights = state.get("model", state)
     own = model.state_dict()
-    match = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not match:
-        raise ValueError(f"{shown(path)} shares no tensor (same name and shape) with {type(model).__name__}; "
-                         "is it a checkpoint of this kind of model?")
+    match = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    fresh = {k: _why_not_loaded(k, own, weights) for k in own if k not in match}
+    share = len(match) / max(len(own), 1)
+    if share < min_share:
+        mine = model_name or type(model).__name__
+        raise ValueError(f"{shown(path)} is a checkpoint of {theirs or 'an unknown model'!r}; it matches only "
+                         f"{len(match)} of the {len(own)} tensors of this {mine!r} ({share:.0%}, at least "
+                         f"{min_share:.0%} must match; first misfits: {', '.join(list(fresh.values())[:3])}); "
+                         "start from a checkpoint of the same model, leave init_from empty, or lower "
+                         "init_min_share if only a part of the model is meant to start from it")
     model.load_state_dict(match, strict=False)
-    return {"loaded": len(match), "kept_init": len(own) - len(match)}
+    return {"loaded": len(match), "kept_init": len(fresh), "reinitialised": fresh}
+
+
+def _why_not_loaded(name: str, own: dict, theirs: dict) -> str:
+    """One re-initialised tensor as a user reads it: `head.fc.weight (8, 512) here, (7, 512) in the checkpoint`."""
+    if name not in theirs:
+        return f"{name} (not in the checkpoint)"
+    return f"{name} {tuple(own[name].shape)} here, {tuple(theirs[name].shape)} in the checkpoint"
 
 
 def build_criterion(cfg: TrainConfig, class_counts=None) -> nn.Module:
@@ -286,12 +307,17 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
-def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int) -> dict[str, float]:
+def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int,
+                    start: dict | None = None, checkpoint=None) -> dict[str, float]:
+    """One pass over the loader. `start` continues a mid-epoch checkpoint: its first `step` batches are
+    drawn again (the loader must be rebuilt from the epoch's first sampler state) but not trained on, then
+    the global RNGs are set to where they were, so the rest of the epoch is exactly the uninterrupted one.
+    `checkpoint(step, sums, n_seen)` is offered every finished step (fit decides whether to save)."""
     model.train()
     if getattr(model, "features_frozen", False):       # the heads-only stage (set_stage)
         keep_frozen_in_eval(model)
     criterion.train()
-    sums, n_seen = {}, 0
+    sums, n_seen, skip = ({}, 0, 0) if start is None else (dict(start["sums"]), start["n_seen"], start["step"])
     total = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     # a refresh every 15 s keeps notebooks saved by papermill readable (each refresh is stored)
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not cfg.progress,
@@ -299,6 +325,10 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
     for step, (x, y) in enumerate(bar):
         if step >= total:
             break
+        if step < skip:                                  # trained on before the interruption
+            if step == skip - 1:
+                set_rng_state(start["rng"])
+            continue
         x = _to_device(x, device)
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
         n = len(x)
@@ -318,13 +348,23 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
                                      f"try a lower lr (now {cfg.lr}) or clip_grad")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.clip_grad:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.clip_grad)
+        # the norm is measured even without clipping (max_norm inf scales by exactly 1): a NaN or infinite
+        # gradient would otherwise turn every weight into NaN with a finite loss on this step
+        norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                        cfg.clip_grad or float("inf"))
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"the gradients became {norm.item()} at epoch {epoch}, step {step} (the loss "
+                                     f"{loss.item():.4g} was finite); try a lower lr (now {cfg.lr}) or clip_grad, "
+                                     "and look for a log, sqrt or division of zero in the model or loss")
         optimizer.step()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
         n_seen += n
         bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", refresh=False)
+        if _kill_due("step"):
+            _kill_self()
+        if checkpoint is not None and step + 1 < total:
+            checkpoint(step + 1, sums, n_seen)
     return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
 
 
@@ -435,25 +475,80 @@ def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", inter
     return report
 
 
+def rng_state() -> dict:
+    """Every global generator a training step draws from (augmentations use torch's; CUDA's for dropout
+    on a GPU), so a resumed run continues the same random streams."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),   # tensors and ints: weights_only loads them
+             "numpy": (name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_KILLS: dict[str, int] = {}
+
+
+def _kill_due(where: str) -> bool:
+    """Test hook: FER_KIT_TEST_KILL="step:3" makes this true at this process's 3rd training step,
+    "save:2" during its 2nd checkpoint write; the caller then SIGKILLs the process. The resume test uses
+    it to kill a run at chosen points; unset (always, outside that test) it is never true."""
+    spec = os.environ.get("FER_KIT_TEST_KILL", "")
+    if not spec.startswith(where + ":"):
+        return False
+    _KILLS[where] = _KILLS.get(where, 0) + 1
+    return _KILLS[where] == int(spec.split(":")[1])
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def save_checkpoint(obj: dict, path: str | Path) -> None:
-    """Write to a temporary file in the same folder and rename, so a crash never leaves half a checkpoint."""
+    """Write to a temporary file in the same folder and rename, so a crash (or a full disk) never leaves
+    half a checkpoint: the previous one stays until the new one is complete, and the temporary goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        if _kill_due("save"):
+            os.truncate(tmp, os.path.getsize(tmp) // 2)     # what a kill mid-write leaves
+            _kill_self()
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the checkpoint {shown(path)} ({e.strerror or e}); "
+                               f"the previous {path.name}, if any, is unchanged; free disk space or choose "
+                               "another out_dir") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with weights_only=True: tensors and plain values, never pickled code."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load: it pickles Python objects (such as a function or a class), "
+                         "which could run code; a fer_kit checkpoint holds only tensors and plain values. Load it "
+                         "only if you trust it, and re-save its state_dict") from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable checkpoint (empty, cut short or not written by torch.save: "
+                         f"{(str(e) or type(e).__name__).splitlines()[0]}); use another checkpoint, or train again") from e
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
@@ -489,9 +584,25 @@ class RunResult:
 
 
 def _write_json(obj, path: Path) -> None:
+    """Valid JSON (a NaN or infinite score becomes null), written atomically: a failed write leaves
+    neither a half file nor its temporary."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_finite(obj), indent=1, allow_nan=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _finite(obj):
+    """NaN and infinities -> None (JSON has no literal for them), through dicts and lists."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def record(metrics_path: str | Path, **entries) -> None:
@@ -502,20 +613,144 @@ def record(metrics_path: str | Path, **entries) -> None:
     _write_json(data, path)
 
 
+# fields a resumed run may change: how long it trains, where and how it reports; everything else must
+# be what last.pt was trained with, or the "resumed" run would be another run under the same name
+RESUMABLE = ("epochs", "progress", "device", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
+RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
+
+
+class RunInUseError(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+class NotTheSameRunError(ValueError):
+    """Resuming a run folder with a configuration other than the one its last.pt was trained with."""
+
+
+@contextmanager
+def run_lock(out_dir: Path):
+    """Hold out_dir/.lock (our process id) while training, so two runs never write one folder. A lock
+    whose process no longer runs (a killed run) is taken over, with a message."""
+    lock = out_dir / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                raise RunInUseError(f"{shown(out_dir)} is in use by another training run (process {owner}, "
+                                   f"see {lock.name}); wait for it to end, or choose another out_dir") from None
+            print(f"{shown(lock)}: taking over the lock of process {owner}, which no longer runs")
+            lock.unlink(missing_ok=True)
+        except PermissionError as e:
+            raise PermissionError(f"cannot write in {shown(out_dir)} ({e.strerror}); choose another out_dir "
+                                  "(or set FER_KIT_OUTPUT to a writable folder)") from e
+    else:
+        raise RuntimeError(f"could not take {shown(lock)}; remove it if no run is using {shown(out_dir)}")
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's live process
+        return True
+    return True
+
+
+def prepare_run_folder(out_dir: Path, exist: str) -> bool:
+    """Apply cfg.exist to a folder that may already hold a run; True when training continues from its
+    last.pt. Temporaries of an interrupted checkpoint write are removed either way."""
+    for tmp in [*out_dir.glob(".best.pt.*"), *out_dir.glob(".last.pt.*"), *out_dir.glob("*.json.tmp")]:
+        tmp.unlink(missing_ok=True)
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not found:
+        if exist == "resume":
+            print(f"{shown(out_dir)} holds no run yet: starting from the beginning")
+        return False
+    if exist == "error":
+        raise FileExistsError(f"{shown(out_dir)} already holds a run ({', '.join(found)}); continue it with "
+                              "--exist resume, replace it with --exist overwrite, or choose another --out_dir")
+    if exist == "overwrite":
+        for name in (*found, "config.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        return False
+    if "last.pt" not in found:
+        print(f"{shown(out_dir)} has no last.pt to resume from (the run stopped before its first checkpoint): "
+              "starting from the beginning")
+    return "last.pt" in found
+
+
+def check_same_run(saved: dict | None, cfg: TrainConfig, path: Path) -> None:
+    """Resuming must continue the run last.pt belongs to: any difference but the RESUMABLE fields stops
+    it, listing each field as `name: old -> new`; the allowed changes are named."""
+    if saved is None:
+        raise ValueError(f"{shown(path)} holds no config (written before checkpoints carried one), so this cannot "
+                         "be checked to be the same run; start again with exist=overwrite")
+    new = cfg.to_dict()
+    missing = object()
+    changed = {k: (saved.get(k, missing), new.get(k, missing)) for k in sorted(saved.keys() | new.keys())
+               if saved.get(k, missing) != new.get(k, missing)}
+    shown_change = lambda k: f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}".replace(repr(missing), "(absent)")
+    bad = [k for k in changed if k not in RESUMABLE]
+    if bad:
+        raise NotTheSameRunError(f"cannot resume {shown(path)} with another configuration: "
+                         + "; ".join(shown_change(k) for k in bad)
+                         + f". Resume with its settings (only {', '.join(RESUMABLE)} may change), or start a new "
+                         "run with exist=overwrite or another out_dir")
+    if changed:
+        print("resuming with " + "; ".join(shown_change(k) for k in changed))
+
+
 def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) -> RunResult:
     """Train cfg.model on cfg.task's data, validating every epoch over the whole validation split and
-    keeping the checkpoint of the best validation score (P_EXPR; P = CCC + F1 + AU F1 for "mtl")."""
+    keeping the checkpoint of the best validation score (P_EXPR; P = CCC + F1 + AU F1 for "mtl").
+
+    A folder that already holds a run is handled by cfg.exist ("error", "resume", "overwrite");
+    `resume=True` is the same as exist="resume". With cfg.checkpoint_minutes > 0, last.pt is also
+    written within epochs, so a killed run loses at most that much work."""
+    out_dir = output_dir() / cfg.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except PermissionError as e:
+        raise PermissionError(f"cannot create the run folder {shown(out_dir)} ({e.strerror}); choose another "
+                              "out_dir (or set FER_KIT_OUTPUT to a writable folder)") from e
+    with run_lock(out_dir):
+        return _fit(cfg, data, prepare_run_folder(out_dir, "resume" if resume else cfg.exist), out_dir)
+
+
+def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -> RunResult:
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    state = None
+    if resume:
+        state = load_checkpoint(last_path)
+        check_same_run(state.get("config"), cfg, last_path)
     seed_everything(cfg.seed)
     data = data or load_expr_data(cfg)
     device = select_device(cfg.device)
-    out_dir = output_dir() / cfg.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(cfg.to_dict(), out_dir / "config.json")
 
     model = build_model(cfg)
-    if cfg.init_from and not (resume and (out_dir / "last.pt").exists()):
-        counts = init_weights(model, cfg.init_from)
-        print(f"initialised from {cfg.init_from}: {counts['loaded']} tensors loaded, {counts['kept_init']} new")
+    if cfg.init_from and state is None:
+        counts = init_weights(model, cfg.init_from, cfg.init_min_share, model_name=cfg.model)
+        fresh = list(counts["reinitialised"].values())
+        print(f"initialised from {cfg.init_from}: {counts['loaded']} tensors loaded, {len(fresh)} re-initialised"
+              + (f": {'; '.join(fresh[:8])}" + (f"; ... ({len(fresh) - 8} more)" if len(fresh) > 8 else "") if fresh else ""))
     model = model.to(device).to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
@@ -527,23 +762,35 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
                         generator=gen, drop_last=len(data.train) > cfg.batch_size)
 
-    history, best, start_epoch = [], None, 1
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path)
+    history, best, start_epoch, partial = [], None, 1, None
+    if state is not None:
         model.load_state_dict(state["model"])
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        gen.set_state(state["sampler_rng"])
+        gen.set_state(state["sampler_rng"])             # the sampler's state at the start of the unfinished epoch
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
-        print(f"resumed from {shown(last_path)} after epoch {state['epoch']}")
+        if state.get("step"):                            # a mid-epoch checkpoint
+            partial = {"step": state["step"], "sums": state["sums"], "n_seen": state["n_seen"], "rng": state["rng"]}
+        else:
+            set_rng_state(state["rng"])
+        where = f", step {state['step']} of epoch {start_epoch}" if partial else ""
+        print(f"resumed from {shown(last_path)} after epoch {state['epoch']}{where}")
+
+    def resumable(epoch: int, step: int = 0, sums=None, n_seen: int = 0, epoch_rng=None) -> dict:
+        return {"model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "sampler_rng": epoch_rng,
+                "epoch": epoch, "step": step, "sums": dict(sums or {}), "n_seen": n_seen, "history": history,
+                "best": best, "config": cfg.to_dict()}
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
+        epoch_rng = gen.get_state()                      # before the loader draws this epoch's order from it
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "stage": set_stage(model, criterion, cfg, epoch)}
-        row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch))
+        row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch, start=partial,
+                                   checkpoint=_every(cfg.checkpoint_minutes, lambda step, sums, n: save_checkpoint(
+                                       resumable(epoch - 1, step, sums, n, epoch_rng), last_path))))
+        partial = None
         scheduler.step()
         seconds = time.perf_counter() - t0
         report = evaluate(model, data.val, data.classes, device=device)
@@ -561,16 +808,12 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
             best = {**report, "epoch": epoch}
             save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
                              "epoch": epoch, "metrics": best}, best_path)
-        save_checkpoint({"model": model.state_dict(), "criterion": criterion.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "torch_rng": torch.get_rng_state(), "sampler_rng": gen.get_state(),
-                         "epoch": epoch, "history": history, "best": best}, last_path)
+        save_checkpoint(resumable(epoch, epoch_rng=gen.get_state()), last_path)
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
 
     # the test split, never seen by model selection: the final epoch's weights, then the chosen epoch's
     test_final = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
-    state = load_checkpoint(best_path)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(load_checkpoint(best_path)["model"])
     test = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
 
     hist = pd.DataFrame(history)
@@ -589,6 +832,20 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
     save_run_figures(hist, test or best, out_dir)
     return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path,
                      test=test, test_final=test_final, protocol=data.protocol)
+
+
+def _every(minutes: float, save):
+    """A step callback that calls save(step, sums, n_seen) once `minutes` have passed since the last
+    save (or the start); None when minutes is 0 (a checkpoint per epoch only)."""
+    if not minutes:
+        return None
+    last = [time.monotonic()]
+
+    def maybe(step, sums, n_seen):
+        if time.monotonic() - last[0] >= minutes * 60:
+            save(step, sums, n_seen)
+            last[0] = time.monotonic()
+    return maybe
 
 
 def save_run_figures(history: pd.DataFrame, best: dict, out_dir: Path) -> list[Path]:
@@ -623,9 +880,20 @@ def config_parser(cls=TrainConfig, prog: str = "python -m fer_kit.train",
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The CLI differs from a notebook in two defaults: an existing run folder is an error (a notebook
+    re-run overwrites its own run), and the folder is named after the model and task, so the README's
+    commands for different papers never share one."""
     p = config_parser()
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
+    p.add_argument("--resume", action="store_true", help="the same as --exist resume")
+    p.set_defaults(exist="error", out_dir=None)
     return p
+
+
+def default_out_dir(cfg_args: dict) -> str:
+    """runs/<model>_<task> (plus the variant for paper B's models), e.g. runs/dan_expr, runs/ddamfn_mtl."""
+    model, task = cfg_args.get("model") or TrainConfig.model, cfg_args.get("task") or TrainConfig.task
+    variant = f"_{cfg_args.get('variant') or TrainConfig.variant}" if model.startswith("regnet_transformer") else ""
+    return f"runs/{model}_{task}{variant}"
 
 
 def _parse_as(kind: type):
@@ -643,9 +911,11 @@ def _parse_as(kind: type):
 
 def main(argv: list[str] | None = None) -> RunResult:
     args = vars(_parser().parse_args(argv))
-    resume = args.pop("resume")
+    if args.pop("resume"):
+        args["exist"] = "resume"
+    args["out_dir"] = args["out_dir"] or default_out_dir(args)
     cfg = TrainConfig.from_params(args)
-    result = fit(cfg, resume=resume)
+    result = fit(cfg)
     score = ("P" if cfg.task == "mtl" else "LSD mean F1" if is_lsd_model(cfg.model)
              else "ABAW2020" if cfg.num_classes == 7 else "P_EXPR")
     print(f"best validation {score} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
@@ -660,4 +930,7 @@ def main(argv: list[str] | None = None) -> RunResult:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileExistsError, PermissionError, RunInUseError, NotTheSameRunError) as e:
+        raise SystemExit(f"python -m fer_kit.train: {e}") from None   # what to do, without a traceback

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -56,11 +57,24 @@ def test_resumed_run_matches_uninterrupted(tmp_path, tiny_data):
     assert resumed.best["p_expr"] == straight.best["p_expr"]
 
 
-def test_checkpoints_are_written_atomically(tmp_path):
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) must leave the previous checkpoint whole and no temporary."""
+    import errno
+
     path = tmp_path / "ck.pt"
     train.save_checkpoint({"w": torch.ones(2)}, path)
+    real = torch.save
+
+    def half_then_enospc(obj, f):
+        real(obj, f)
+        os.truncate(f, os.path.getsize(f) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", half_then_enospc)
+    with pytest.raises(OSError, match="ck.pt .No space left on device.; the previous ck.pt, if any, is unchanged"):
+        train.save_checkpoint({"w": torch.zeros(2)}, path)
+    monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]              # no temporary left behind
-    assert torch.equal(train.load_checkpoint(path)["w"], torch.ones(2))
+    assert torch.equal(train.load_checkpoint(path)["w"], torch.ones(2))   # the previous checkpoint, whole
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         train.load_checkpoint(tmp_path / "nope.pt")
 
@@ -74,6 +88,17 @@ def test_cli_takes_the_notebook_parameter_names(tmp_path, tiny_data, capsys):
         train.main(["--epoch", "8"])
     same = train.fit(tiny_config(tmp_path, out_dir=str(tmp_path / "nb")), tiny_data)
     assert same.best["p_expr"] == result.best["p_expr"]
+
+
+def test_cli_defaults_never_overwrite_a_run(tmp_path):
+    """The CLI refuses an existing run folder unless told (--exist resume|overwrite) and names its default
+    folder after model and task, so the README's commands for papers A, B, D and E write four folders."""
+    args = vars(train._parser().parse_args([]))
+    assert args["exist"] == "error" and args["out_dir"] is None and TrainConfig().exist == "overwrite"
+    assert vars(train._parser().parse_args(["--resume"]))["resume"]
+    folders = [train.default_out_dir(a) for a in ({}, {"model": "regnet_transformer", "variant": "combine"},
+                                                  {"model": "ddamfn", "task": "mtl"}, {"model": "dan_landmarks"})]
+    assert folders == ["runs/dan_expr", "runs/regnet_transformer_expr_combine", "runs/ddamfn_mtl", "runs/dan_landmarks_expr"]
 
 
 def test_bad_data_root_is_a_clear_error(tmp_path):
@@ -147,3 +172,65 @@ def test_cli_and_notebook_mean_the_same_multitask_run(tmp_path, tiny_synthetic, 
     assert "best validation P " in capsys.readouterr().out
     assert cli.best["p_mtl"] == nb.best["p_mtl"] and cli.best["ccc_mean"] == nb.best["ccc_mean"]
     assert cli.history["train_loss"].tolist() == nb.history["train_loss"].tolist()
+
+
+# a run small enough to kill five times: 3 epochs x 4 steps of timm's 0.4M-parameter test ResNet, with
+# last.pt written after every step (checkpoint_minutes ~ 0)
+def kill_config(tmp_path, name):
+    return tiny_config(tmp_path, model="resnet_classifier", backbone="test_resnet", batch_size=8, epochs=3,
+                       checkpoint_minutes=1e-9, exist="resume", out_dir=str(tmp_path / name))
+
+
+# where each process is SIGKILLed (train._kill_due): after its n-th training step, or half-way through
+# its n-th checkpoint write (the temporary file cut in half, the rename not done); drawn once with
+# random.Random(16) from kinds x n in 2..3 (n >= 2 so every process gets past one checkpoint)
+KILL_POINTS = ["save:2", "step:3", "save:3", "step:2", "save:3"]
+
+
+def _run_files(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = (run / "history.csv").read_text().splitlines()
+    seconds = history[0].split(",").index("seconds")
+    history = [[v for i, v in enumerate(line.split(",")) if i != seconds] for line in history]
+    return train.load_checkpoint(run / "last.pt")["model"], train.load_checkpoint(run / "best.pt")["model"], metrics, history
+
+
+def _train_until_killed(cfg, data, point, stdout):
+    """A forked training process (torch and the data already loaded: no 7 s import per start). One
+    thread: GNU OpenMP's thread pool does not survive a fork, and a child using it hangs."""
+    import contextlib
+
+    torch.set_num_threads(1)
+    os.environ["FER_KIT_TEST_KILL"] = point or ""
+    with open(stdout, "w", buffering=1) as out, contextlib.redirect_stdout(out):   # lines survive the kill
+        train.fit(cfg, data)
+
+
+def test_a_run_killed_five_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_data):
+    import multiprocessing
+
+    cfg = kill_config(tmp_path, "killed")
+    resumed_at = []
+    for k, point in enumerate([*KILL_POINTS, None]):
+        log = tmp_path / f"stdout_{k}.txt"
+        p = multiprocessing.get_context("fork").Process(target=_train_until_killed, args=(cfg, tiny_data, point, log))
+        p.start()
+        p.join(120)
+        if p.exitcode is None:
+            p.kill()
+        resumed_at += [line for line in log.read_text().splitlines() if line.startswith("resumed from")]
+        assert p.exitcode == (0 if point is None else -9), (point, p.exitcode)
+        train.load_checkpoint(tmp_path / "killed" / "last.pt")      # every kill leaves a loadable checkpoint
+    assert len(resumed_at) == len(KILL_POINTS) and any("step" in line for line in resumed_at), resumed_at
+    assert not (tmp_path / "killed" / ".lock").exists()                # each killed run's lock was taken over
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                                           # as the forked runs: the same sums
+    try:
+        train.fit(kill_config(tmp_path, "straight"), tiny_data)
+    finally:
+        torch.set_num_threads(threads)
+    (w_killed, best_killed, m_killed, h_killed), (w, best, m, h) = (_run_files(tmp_path / n) for n in ("killed", "straight"))
+    assert all(torch.equal(w_killed[k], w[k]) for k in w) and all(torch.equal(best_killed[k], best[k]) for k in best)
+    assert h_killed == h
+    assert (m_killed["best"], m_killed["final"]) == (m["best"], m["final"])
+    print("kill points", KILL_POINTS, resumed_at, "final", m["final"], "best", m["best"]["p_expr"], m["best_epoch"])

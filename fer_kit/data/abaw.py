@@ -57,11 +57,21 @@ def _header(txt: Path, lines: list[str], expected: list[str] | None, hint: str =
         raise ValueError(f"{txt}: header names {len(first)} columns, expected {len(expected)} ({','.join(expected)}){hint}")
 
 
+def _whole(text: str) -> int:
+    """An integer label as written ("2", "-1", "2.0"); "2.7", "nan" or "x" raise ValueError instead of
+    being truncated to a class silently."""
+    value = float(text)
+    if not np.isfinite(value) or value != int(value):
+        raise ValueError(text)
+    return int(value)
+
+
 def _parse_expr(text: str, where: str, num_classes: int) -> int | None:
     try:
-        label = int(float(text))
+        label = _whole(text)
     except ValueError:
-        raise ValueError(f"{where}: expected an integer label, got {text!r}") from None
+        raise ValueError(f"{where}: expected an integer label 0..{num_classes - 1} or -1, got {text!r}; "
+                         "fix or remove that line") from None
     if label == EXPR_INVALID:
         return None
     if not 0 <= label < num_classes:
@@ -74,7 +84,7 @@ def _parse_au(text: str, where: str) -> np.ndarray | None:
     if len(parts) != len(AU_NAMES):
         raise ValueError(f"{where}: expected {len(AU_NAMES)} AU values ({','.join(AU_NAMES)}), got {len(parts)}: {text!r}")
     try:
-        values = np.array([int(float(p)) for p in parts], np.float32)
+        values = np.array([_whole(p) for p in parts], np.float32)
     except ValueError:
         raise ValueError(f"{where}: AU values must be 0, 1 or -1, got {text!r}") from None
     if (values == AU_INVALID).any():
@@ -94,7 +104,7 @@ def _parse_va(text: str, where: str) -> np.ndarray | None:
         raise ValueError(f"{where}: valence and arousal must be numbers, got {text!r}") from None
     if (values == VA_INVALID).any():
         return None
-    if (np.abs(values) > 1).any():
+    if not (np.abs(values) <= 1).all():                 # NaN fails this too
         raise ValueError(f"{where}: valence/arousal must be in [-1, 1] (-5 marks an invalid frame), got {text!r}")
     return values
 
@@ -192,6 +202,16 @@ def find_mtl_file(root: str | Path, split: str = "Train_Set") -> Path:
     raise FileNotFoundError(f"no MTL annotation file for {split} under {root}; looked for {', '.join(MTL_NAMES[split])}")
 
 
+def _inside(image_root: Path, name: str, where: str) -> Path:
+    """image_root / name, refusing a name that leads out of the image folder (`../../etc/passwd`, an
+    absolute path): an annotation file must not make the kit read files elsewhere."""
+    path = image_root / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(image_root.resolve()):
+        raise ValueError(f"{where}: image path {name!r} leads outside {image_root}; annotation paths must be "
+                         "relative to cropped_aligned/, e.g. 'video1/00001.jpg'")
+    return path
+
+
 def read_mtl(root: str | Path, split: str = "Train_Set", drop_any_invalid: bool = False) -> FrameTable:
     """Read the MTL csv: every task's label per image, with per-task validity (table.task_masks()).
 
@@ -229,7 +249,7 @@ def read_mtl(root: str | Path, split: str = "Train_Set", drop_any_invalid: bool 
         if drop_any_invalid and not all(valid):
             report.drop("some task invalid (paper D's rule)")
             continue
-        img = image_root / fields[0]
+        img = _inside(image_root, fields[0], where)
         if not img.exists():
             report.drop("without an image")
             continue

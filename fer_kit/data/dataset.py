@@ -15,6 +15,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..labels import VA_INVALID
+
+MIN_SIDE = 8     # px; a smaller image (a 1x1 placeholder) holds no face to learn from
 from ..losses import denormalize_landmarks, normalize_landmarks
 from .table import FrameTable
 from .transforms import apply_with_landmarks, crop_face
@@ -24,7 +26,10 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """Decode one face as uint8 (3, H, W), resized to size x size if given; errors name the file."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            if min(im.size) < MIN_SIDE:
+                raise ValueError(f"image {path} is {im.size[0]}x{im.size[1]} px, too small to hold a face "
+                                 f"(at least {MIN_SIDE} px a side); remove it or its annotation line")
+            im = _to_rgb(im)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -33,6 +38,16 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Grayscale and RGBA (alpha dropped) as PIL converts them; 16- and 32-bit grayscale scaled to 8 bits,
+    which PIL's convert would instead clip to white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
 
 
 TARGETS = ("expr", "mtl", "landmarks")

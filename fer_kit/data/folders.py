@@ -2,7 +2,8 @@
 
 Folder names are matched case-insensitively to the Aff-Wild2 names and their common synonyms (angry,
 happy, sad, surprised, ...), so `read_class_folders` returns labels in the Aff-Wild2 order. Folders it
-cannot place are an error (pass `mapping=`), because guessing would silently mislabel a whole class.
+cannot place are left out, counted and warned about by name (pass `mapping=` to use them), as the LSD
+reader does: guessing would silently mislabel a whole class.
 Also holds the small helpers the still-image readers share.
 """
 from __future__ import annotations
@@ -100,10 +101,14 @@ def read_class_folders(root: str | Path, classes: tuple[str, ...] | None = None,
         raise FileNotFoundError(f"no class folders in {root}; expected <root>/<class>/*.jpg, e.g. <root>/happy/0001.jpg")
     targets = {f.name: _resolve(f.name, classes, mapping) for f in folders}
     unknown = [name for name, t in targets.items() if t is None]
-    if unknown:
-        raise ValueError(f"{root}: cannot tell which class the folders {unknown} hold (known: {list(classes)} and "
-                         f"synonyms {sorted(SYNONYMS)}); pass mapping={{{unknown[0]!r}: 'Anger', ...}} "
-                         f"(a class name, an index, or None to leave a folder out)")
+    if unknown:      # counted and reported like the LSD reader's unknown folders; never guessed
+        warnings.warn(f"{root}: left out the folders {unknown}: no class is named so (known: {list(classes)} and "
+                      f"synonyms {sorted(SYNONYMS)}); pass mapping={{{unknown[0]!r}: 'Anger', ...}} to use one "
+                      f"(a class name or an index)", stacklevel=2)
+        targets.update({name: f"in unknown folder {name}" for name in unknown})
+    if all(isinstance(t, str) for t in targets.values()):
+        raise ValueError(f"{root}: none of the folders {sorted(targets)} is a class of {list(classes)}; pass "
+                         f"mapping={{{sorted(targets)[0]!r}: 'Anger', ...}}")
     for p in root.iterdir():
         if p.is_file():
             report.drop("not in a class folder" if is_image(p) else "not an image")

@@ -436,7 +436,9 @@ def _write_video(job: tuple) -> int:
     lines = ["image," + ",".join(f"x{i},y{i}" for i in range(68))]
     for k, im, pts in zip(present, images, landmarks):
         file = f"{k + 1:05d}.jpg"
-        cv2.imwrite(str(folder / file), im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not cv2.imwrite(str(folder / file), im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92]):
+            raise OSError(f"could not write {folder / file} (disk full or folder not writable?); the synthetic "
+                          f"cache under {root} is left incomplete and will be rebuilt on the next run")
         lines.append(file + "," + _LANDMARK_FORMAT % tuple(pts.reshape(-1).tolist()))
     (Path(root) / "landmarks" / f"{name}.txt").write_text("\n".join(lines) + "\n")
     return len(present)
