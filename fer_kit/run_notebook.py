@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +52,9 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
 
     source = notebook_path(name)
     output = Path(output) if output is not None else source
-    # executed into a scratch file first: a failed run must not leave its error cell in the notebook
-    scratch = output.with_name(f".{output.stem}.running.ipynb")
+    # executed into a scratch file first (outside notebooks/, where test collectors look): a failed run
+    # must not leave its error cell in the notebook
+    scratch = Path(tempfile.mkdtemp(prefix="fer_kit_run_")) / output.name
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     t0 = time.perf_counter()
@@ -59,9 +62,9 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
         papermill.execute_notebook(str(source), str(scratch), parameters=parameters or {}, kernel_name="python3",
                                    cwd=str(source.parent), progress_bar=False)
     except Exception as err:
-        failed = scratch.with_name(f"{output.stem}.failed.ipynb")
+        failed = output.with_name(f"{output.stem}.failed.ipynb")
         if scratch.exists():
-            scratch.replace(failed)
+            shutil.move(scratch, failed)
         raise RuntimeError(f"{source.name} failed; the executed notebook with its error is {failed}") from err
     finally:
         for k, v in saved.items():
@@ -71,7 +74,8 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
                 os.environ[k] = v
     seconds = time.perf_counter() - t0
     tidy(scratch)
-    scratch.replace(output)
+    shutil.move(scratch, output)
+    shutil.rmtree(scratch.parent, ignore_errors=True)
     return output, seconds
 
 

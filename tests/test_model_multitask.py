@@ -184,8 +184,9 @@ def test_dan_weights_load_into_the_emotion_branch():
 
 
 def test_overfits_one_batch_of_synthetic_faces():
-    faces = render_faces(64, size=112, seed=0)
-    keep = np.flatnonzero((faces["labels"] >= 1) & (faces["labels"] <= 6))[:32]   # Aff-Wild2 1..6 = LSD 0..5
+    faces = render_faces(96, size=112, seed=0)
+    by_class = np.stack([np.flatnonzero(faces["labels"] == c)[:6] for c in range(1, 7)])   # Aff-Wild2 1..6 = LSD 0..5
+    keep = by_class.T.reshape(-1)[:32]                    # classes taken in turn: all six in the batch
     assert len(keep) == 32
     x = torch.from_numpy(faces["images"][keep]).permute(0, 3, 1, 2).float().div(255)   # (32, 3, 112, 112)
     y = torch.as_tensor(faces["labels"][keep] - 1)

@@ -84,7 +84,8 @@ def test_06_parameter_cell_defaults_are_the_config_defaults():
         assert ast.literal_eval(p["default"]) == defaults[p["name"]], p["name"]
     # the notebook's own defaults differ from TrainConfig's only where paper C's run does
     changed = {k for k in train_defaults if defaults[k] != train_defaults[k]}
-    assert changed == {"n_frames", "num_classes", "model", "backbone", "preset", "epochs", "max_batches", "out_dir"}
+    assert changed == {"n_frames", "num_classes", "occlusion_fraction", "model", "backbone", "preset", "epochs",
+                       "max_batches", "out_dir"}
 
 
 @pytest.mark.notebooks

@@ -389,9 +389,9 @@ def _paint_hiders(cv: _Canvas, ident: dict, fr: dict, g: dict) -> None:
     if float(cover.max()) > 0:
         win = cv.window(-1.0, 1.0, -0.75, 1.1)
         u, v = win[2] - su, win[3] - sv
-        palm = _ellipse(u, v, 0.0, 0.12, 0.62, 0.72)
-        for off in (-0.36, -0.12, 0.12, 0.36):               # fingers reaching over the brows
-            palm = np.minimum(palm, _capsule(u, v, off, -0.2, off * 1.1, -0.62, 0.1))
+        palm = _ellipse(u, v, 0.0, 0.2, 0.8, 0.8)           # the palm over cheeks, mouth and chin
+        for off in (-0.45, -0.15, 0.15, 0.45):               # fingers over the eyes and brows
+            palm = np.minimum(palm, _capsule(u, v, off, 0.0, off * 1.1, -0.68, 0.14))
         hand = _rows(ident["skin"]) * _rows([0.88, 0.8, 0.76])    # the back of a hand, a shade apart
         cv.paint(win, _cover(palm, px) * cover, hand, alpha=True)
         cv.paint(win, _cover(np.abs(palm) - 0.012, px) * cover * 0.8, hand * 0.55)
@@ -477,7 +477,8 @@ def render_video(ident: dict, fr: dict, size: int = 112, rng: np.random.Generato
 
 def _camera(out: np.ndarray, ident: dict, rng: np.random.Generator, hidden: np.ndarray | None = None) -> None:
     """Exposure, white balance, a soft shadow across the frame, blur, posterising and sensor noise;
-    frames marked hidden == 2 are smeared by a fast head turn (a motion blur a tenth of the image long)."""
+    frames marked hidden == 2 are smeared by a fast head turn: a motion blur a tenth of the image long,
+    then a blur wide enough to erase the brows', lids' and lips' shapes in every direction."""
     size = out.shape[1]
     g = np.linspace(-1, 1, size, dtype=_F32)
     ramp = ident["shadow"][0] * g[None, :, None] + ident["shadow"][1] * g[:, None, None]
@@ -491,7 +492,7 @@ def _camera(out: np.ndarray, ident: dict, rng: np.random.Generator, hidden: np.n
         kernel[length // 2] = 1 / length                     # horizontal smear
         for k in np.flatnonzero(hidden == 2):
             smeared = cv2.filter2D(out[k], -1, kernel)
-            out[k] = cv2.GaussianBlur(smeared, (0, 0), size / 40)
+            out[k] = cv2.GaussianBlur(smeared, (0, 0), size / 12)
     if ident["posterise"]:
         np.multiply(np.round(out * ident["posterise"]), 1 / ident["posterise"], out=out)
     if ident["noise"] > 0:   # uniform sensor noise with the given std: 4x cheaper to draw than Gaussian

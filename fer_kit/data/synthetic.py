@@ -44,7 +44,7 @@ from tqdm import tqdm
 from ..labels import AFFWILD2_EXPR_COUNTS, AU_NAMES, EXPR_CLASSES, LSD_CLASSES, LSD_FOLDERS
 from .face_render import STYLES, render_video
 
-GENERATOR_VERSION = 6  # bump when the drawing changes, so stale caches are not reused
+GENERATOR_VERSION = 7  # bump when the drawing changes, so stale caches are not reused
 
 _AU = {name: i for i, name in enumerate(AU_NAMES)}
 PROTOTYPES: dict[str, tuple[str, ...]] = {
