@@ -31,6 +31,7 @@ from fer_kit.data.folders import read_class_folders
 from fer_kit.data.lsd import read_lsd
 from fer_kit.labels import AU_NAMES, EXPR_CLASSES
 from fer_kit.models.baseline import ClassifierOutput
+from helpers import fail_saves_halfway
 
 TASK_DIR = {"EXPR": "EXPR_Classification_Challenge", "AU": "AU_Detection_Challenge", "VA": "VA_Estimation_Challenge"}
 HEADER = {"EXPR": ",".join(EXPR_CLASSES), "AU": ",".join(AU_NAMES), "VA": "valence,arousal"}
@@ -181,13 +182,7 @@ def read_only_output(t):
 def disk_full_on_save(t, monkeypatch):
     path = t / "ck.pt"
     train.save_checkpoint({"w": torch.ones(2)}, path)
-    real = torch.save
-
-    def half_then_enospc(obj, f):
-        real(obj, f)
-        os.truncate(f, os.path.getsize(f) // 2)
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(torch, "save", half_then_enospc)
+    fail_saves_halfway(monkeypatch)
     try:
         train.save_checkpoint({"w": torch.zeros(2)}, path)
     finally:

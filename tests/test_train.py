@@ -59,17 +59,11 @@ def test_resumed_run_matches_uninterrupted(tmp_path, tiny_data):
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     """A write that fails half-way (a full disk) must leave the previous checkpoint whole and no temporary."""
-    import errno
+    from helpers import fail_saves_halfway
 
     path = tmp_path / "ck.pt"
     train.save_checkpoint({"w": torch.ones(2)}, path)
-    real = torch.save
-
-    def half_then_enospc(obj, f):
-        real(obj, f)
-        os.truncate(f, os.path.getsize(f) // 2)
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(torch, "save", half_then_enospc)
+    fail_saves_halfway(monkeypatch)
     with pytest.raises(OSError, match="ck.pt .No space left on device.; the previous ck.pt, if any, is unchanged"):
         train.save_checkpoint({"w": torch.zeros(2)}, path)
     monkeypatch.undo()
