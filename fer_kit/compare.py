@@ -16,21 +16,6 @@ import pandas as pd
 from . import metrics
 from .paths import output_dir
 
-SCORES = ("p_expr", "accuracy", "abaw2020")
-
-
-def _score_fn(labels: np.ndarray, pred: np.ndarray, score: str, num_classes: int):
-    """Frame indices -> the score of `pred` on those frames (fast enough for 1,000 resamples)."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}; got {score!r}")
-    if score == "accuracy":
-        return lambda i: float((labels[i] == pred[i]).mean())
-    if score == "abaw2020":
-        return lambda i: (0.67 * metrics.mean_f1_fast(labels[i], pred[i], num_classes)
-                          + 0.33 * float((labels[i] == pred[i]).mean()))
-    return lambda i: metrics.mean_f1_fast(labels[i], pred[i], num_classes)
-
-
 def paired(labels, pred_a, pred_b, videos, num_classes: int, names: tuple[str, str] = ("a", "b"),
            score: str = "p_expr", mask=None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Two models' predictions on the same frames: each score with its interval over videos, and a's
@@ -45,8 +30,8 @@ def paired(labels, pred_a, pred_b, videos, num_classes: int, names: tuple[str, s
     if mask is not None:
         mask = np.asarray(mask, bool)
         labels, pred_a, pred_b, videos = labels[mask], pred_a[mask], pred_b[mask], videos[mask]
-    row_a = _score_fn(labels, pred_a, score, num_classes)
-    row_b = _score_fn(labels, pred_b, score, num_classes)
+    row_a = metrics.frame_score_fn(labels, pred_a, score, num_classes)
+    row_b = metrics.frame_score_fn(labels, pred_b, score, num_classes)
     every = np.arange(len(labels))
     out = {"score": score, "frames": int(len(labels)), "videos": int(len(np.unique(videos))), "names": list(names)}
     for name, row in zip(names, (row_a, row_b)):

@@ -427,6 +427,22 @@ def mean_f1_fast(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> fl
     return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
 
+FRAME_SCORES = ("p_expr", "accuracy", "abaw2020")
+
+
+def frame_score_fn(labels: np.ndarray, pred: np.ndarray, score: str, num_classes: int):
+    """Frame indices -> the score of `pred` on those frames (fast enough for 1,000 resamples): P_EXPR,
+    accuracy or ABAW2020 = 0.67 F1 + 0.33 accuracy."""
+    if score not in FRAME_SCORES:
+        raise ValueError(f"score must be one of {FRAME_SCORES}; got {score!r}")
+    if score == "accuracy":
+        return lambda i: float((labels[i] == pred[i]).mean())
+    if score == "abaw2020":
+        return lambda i: (0.67 * mean_f1_fast(labels[i], pred[i], num_classes)
+                          + 0.33 * float((labels[i] == pred[i]).mean()))
+    return lambda i: mean_f1_fast(labels[i], pred[i], num_classes)
+
+
 def paired_gain(row_a, row_b, videos: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
     """Row a's score minus row b's (row functions map frame indices to a score, as in
     `ensemble.interval_table`) with a paired bootstrap interval

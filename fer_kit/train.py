@@ -460,16 +460,13 @@ def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", inter
         report = metrics.lsd_report(labels, logits.argmax(1), class_names=list(classes))
         report = {"score": report["lsd_mean_f1"], **report, **metrics.landmark_errors(pred, true)}
         y, p = labels, logits.argmax(1)
-        score = lambda i: metrics.mean_f1_fast(y[i], p[i], len(classes))  # noqa: E731
+        score = metrics.frame_score_fn(y, p, "p_expr", len(classes))
     else:
         logits, labels = predict(model, dataset, batch_size, device)
         y, p = labels, logits.argmax(1)
         report = metrics.expr_report(y, p, num_classes=len(classes), class_names=list(classes))
         report = {"score": report.get("abaw2020", report["p_expr"]), **report}
-        if len(classes) == 7:
-            score = lambda i: 0.67 * metrics.mean_f1_fast(y[i], p[i], 7) + 0.33 * float((y[i] == p[i]).mean())  # noqa: E731
-        else:
-            score = lambda i: metrics.mean_f1_fast(y[i], p[i], len(classes))  # noqa: E731
+        score = metrics.frame_score_fn(y, p, "abaw2020" if len(classes) == 7 else "p_expr", len(classes))
     if interval:
         report["interval"] = list(metrics.video_bootstrap(score, frame_videos(dataset)))
     return report
