@@ -5,13 +5,15 @@
 
 Papermill stores every refresh of a progress bar as its own output, so a saved notebook shows dozens of
 half-drawn bars; `tidy` merges each cell's consecutive stream outputs and applies the carriage returns,
-leaving what a Jupyter user sees at the end: one finished bar per loop.
+leaving what a Jupyter user sees at the end: one finished bar per loop; `drop_finished_bars` then removes
+those too from the saved copy, whose epoch lines already report each loop.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -41,6 +43,27 @@ def tidy(path: str | Path) -> None:
 
     nb = nbformat.read(path, as_version=4)
     nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    nbformat.write(nb, path)
+
+
+_BAR = re.compile(r"^.*\|[^|]*\| *\d+/\d+ \[[^\]]*\]\s*$")
+
+
+def drop_finished_bars(path: str | Path) -> None:
+    """Remove finished progress bars from stderr: the epoch lines on stdout already say what happened,
+    and a bar per epoch per run is noise to a reader of the saved notebook."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                out.text = "".join(line for line in out.text.splitlines(keepends=True)
+                                   if not _BAR.match(line) and line.strip())
+                if not out.text:
+                    continue
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
     nbformat.write(nb, path)
 
 
@@ -74,6 +97,7 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
                 os.environ[k] = v
     seconds = time.perf_counter() - t0
     tidy(scratch)
+    drop_finished_bars(scratch)
     shutil.move(scratch, output)
     shutil.rmtree(scratch.parent, ignore_errors=True)
     return output, seconds
