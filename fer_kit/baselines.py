@@ -47,6 +47,14 @@ def majority_class(train, val) -> dict:
     return metrics.expr_report(y_va, pred, num_classes=len(classes), class_names=classes)
 
 
+def mean_shape(train, val, size: float = 112.0) -> dict:
+    """Predict the training faces' mean landmark shape for every frame: on aligned crops this already
+    scores a low NME, so a landmark head localises only if it beats this (datasets with targets="landmarks")."""
+    mean = np.nanmean(train.landmarks.numpy(), axis=0)                        # (68, 2) normalised
+    true = val.landmarks.numpy()
+    return metrics.landmark_errors(np.broadcast_to(mean, true.shape), true, size)
+
+
 def trivial_multitask(train_table, val_table, au: str = "none") -> dict:
     """What knowing only the training label statistics scores on the multi-task split (paper D's P):
     the training mean VA for every frame (CCC 0), the majority expression, and for the AUs either none

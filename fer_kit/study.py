@@ -73,6 +73,29 @@ def summarise(found: dict[int, dict[str, dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("comparison")
 
 
+def saved(notebook: str) -> pd.DataFrame | None:
+    """The last seed study of a notebook (runs/study/<notebook>.json), or None if it was never run here:
+    a notebook shows it beside its own single-seed result."""
+    path = output_dir() / "runs" / "study" / f"{notebook_path(notebook).stem}.json"
+    if not path.exists():
+        return None
+    found = json.loads(path.read_text())
+    table = pd.DataFrame.from_dict(found["summary"], orient="index")
+    table.attrs["parameters"] = found.get("parameters") or {}
+    return table
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """One sentence per comparison of a study table, written from its numbers."""
+    lines = []
+    for name, r in table.iterrows():
+        won = "wins beyond the seed spread" if r["wins beyond seed spread"] else "does not win beyond the seed spread"
+        lines.append(f"{name}: {r['idea']} {r['idea mean']:.3f} (sd {r['idea sd']:.3f}) vs {r['baseline']} "
+                     f"{r['baseline mean']:.3f} (sd {r['baseline sd']:.3f}) over {r['seeds']} seeds, gains "
+                     f"{r['gains']}: {r['idea']} {won}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(prog="python -m fer_kit.study", description=__doc__.splitlines()[0])
     p.add_argument("notebook", help="number and name (05_train_regnet_transformer) or path")

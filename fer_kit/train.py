@@ -748,6 +748,9 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         fresh = list(counts["reinitialised"].values())
         print(f"initialised from {cfg.init_from}: {counts['loaded']} tensors loaded, {len(fresh)} re-initialised"
               + (f": {'; '.join(fresh[:8])}" + (f"; ... ({len(fresh) - 8} more)" if len(fresh) > 8 else "") if fresh else ""))
+    if hasattr(model, "start_landmarks_at") and getattr(data.train, "landmarks", None) is not None \
+            and not cfg.init_from and state is None:
+        model.start_landmarks_at(torch.nanmean(data.train.landmarks, dim=0))   # (68, 2), paper E's LSD runs
     model = model.to(device).to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)

@@ -53,6 +53,15 @@ def test_comparisons_are_saved_and_the_study_reads_their_spread(tmp_path, monkey
     mixed = study.summarise({0: {"c": record(0.50, 0.40, "better")}, 1: {"c": record(0.40, 0.45, "worse")},
                              2: {"c": record(0.45, 0.44, "within the noise")}})
     assert not bool(mixed.loc["c", "wins beyond seed spread"])
+    # a saved study reads back with the sentence its numbers write, and its absence is no error
+    assert study.saved("04_train_dan") is None
+    path = tmp_path / "runs" / "study" / "04_train_dan.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"parameters": {"compare": True}, "summary": json.loads(wins.to_json(orient="index"))}))
+    back = study.saved("04")
+    assert back.attrs["parameters"] == {"compare": True}
+    assert study.verdict(back).startswith("c: idea 0.503 (sd 0.015) vs base 0.403") and "idea wins beyond" in study.verdict(back)
+    assert "does not win" in study.verdict(mixed)
 
 
 def test_tidy_keeps_one_finished_progress_bar(tmp_path):

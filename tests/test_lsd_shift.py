@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from fer_kit import metrics, train
+from fer_kit import baselines, metrics, train
 from fer_kit.config import SyntheticShiftConfig, TrainConfig
 from fer_kit.data.dataset import FrameDataset
 from fer_kit.data.sources import lsd_tables, to_lsd
@@ -51,6 +51,17 @@ def test_landmark_targets_are_normalised_and_follow_a_flip(shifted):
     # mirrored x, same y; left and right iBUG points swap (outer eye corners 36 <-> 45)
     assert yf["landmarks"][36, 0] == pytest.approx(-y["landmarks"][45, 0].item(), abs=1e-4)
     assert yf["landmarks"][36, 1] == pytest.approx(y["landmarks"][45, 1].item(), abs=1e-4)
+
+
+def test_mean_shape_baseline_is_the_error_of_the_training_mean(shifted):
+    train_t, val_t = shifted[0].subset(np.arange(12)), shifted[1].subset(np.arange(6))
+    tr, va = (FrameDataset(t, 64, eval_transform(), targets="landmarks", progress=False) for t in (train_t, val_t))
+    r = baselines.mean_shape(tr, va, size=64)
+    mean = np.nanmean(tr.landmarks.numpy(), axis=0)
+    by_hand = metrics.landmark_errors(np.stack([mean] * len(va)), va.landmarks.numpy(), 64)
+    assert r == pytest.approx(by_hand) and 0 < r["landmark_nme"] < 1
+    # a prediction of the truth itself scores 0, the mean shape does not
+    assert metrics.landmark_errors(va.landmarks.numpy(), va.landmarks.numpy(), 64)["landmark_nme"] == 0
 
 
 def test_landmark_loss_skips_frames_without_landmarks():

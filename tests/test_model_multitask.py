@@ -68,14 +68,17 @@ def test_parameter_counts():
     assert parts["features"] == 11_176_512 and parts["reduce"] == 0
     assert parts["heads"] == 4 * 2_135_904
     assert "fc" not in parts and "bn" not in parts       # DAN's own classifier is dropped, as in the code's MTL path
-    assert n_params(m) == 11_176_512 + 4 * 2_135_904 + 24_558_144 + 183_322 == 44_461_594
+    # the kit's landmark path has its own BatchNorm (2 x (256 + 128) affine parameters); the code's shared_bn does not
+    assert parts["shared_landmarks"] == 164_992 and n_params(m.shared_landmarks[1]) + n_params(m.shared_landmarks[3]) == 768
+    assert n_params(m) == 11_176_512 + 4 * 2_135_904 + 24_558_144 + 183_322 + 768 == 44_462_362
+    assert n_params(create_model("dan_landmarks", shared_bn=True)) == 44_461_594
     # paper E's configuration: DAN-R50 emotion branch = 34,677,696 "active branch params" of notes §6.1
     # (trunk 23,508,032 + 1x1 reduction 2048->1024->512 2,626,048 + 4 heads)
     r50 = create_model("dan_landmarks_r50")
     emotion = sum(n_params(getattr(r50, k)) for k in ("features", "reduce", "heads"))
     assert n_params(r50.reduce) == 2_626_048
     assert emotion == 34_677_696
-    assert n_params(r50) == 34_677_696 + 24_558_144 + 183_322 == 59_419_162
+    assert n_params(r50) == 34_677_696 + 24_558_144 + 183_322 + 768 == 59_419_930   # + the landmark path's own BN
     assert all(p.requires_grad for p in r50.parameters())
 
 
@@ -120,13 +123,13 @@ def test_gradients_reach_every_parameter():
 def test_shared_fc_is_applied_to_both_branches():
     m = create_model("test_dan_landmarks").eval()
     calls = []
-    m.shared.register_forward_hook(lambda mod, inp, out: calls.append(out.shape))
+    m.shared[2].register_forward_hook(lambda mod, inp, out: calls.append(out.shape))   # the shared 256->128 Linear
     x, x2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         both = m(x, x2)
         one = m(x)
         other = m(x2)
-    assert calls == [(2, 128)] * 6                      # once per branch per forward, same weights
+    assert calls == [(2, 128)] * 6                      # once per branch per forward, same weights (own BN each)
     # the emotion output depends only on x, the landmarks only on the second view
     assert torch.allclose(both.logits, one.logits) and torch.allclose(both.landmarks, other.landmarks)
     assert not torch.allclose(both.landmarks, one.landmarks)
@@ -328,3 +331,23 @@ def test_loss_errors():
         DANLandmarkLoss(LSD_TRAIN_COUNTS[:5])
     with pytest.raises(ValueError, match="image size must be positive"):
         DANLandmarkLoss(image_size=0)
+
+
+def test_landmark_path_keeps_its_own_batchnorm_statistics_and_starts_at_the_mean_shape():
+    torch.manual_seed(0)
+    m = create_model("test_dan_landmarks")
+    assert m.shared_landmarks[0] is m.shared[0] and m.shared_landmarks[2] is m.shared[2]   # Linear weights shared
+    m.train()
+    with torch.no_grad():
+        for _ in range(5):
+            m(torch.randn(4, 3, 64, 64))
+    # the emotion path's BN saw the head vectors, the landmark path's the appearance vectors: the code's single
+    # BN would hold one average of both
+    assert not torch.allclose(m.shared[1].running_mean, m.shared_landmarks[1].running_mean)
+    shared = create_model("test_dan_landmarks", shared_bn=True)
+    assert shared.shared_landmarks is shared.shared
+    mean = torch.rand(68, 2) * 1.6 - 0.8
+    m.start_landmarks_at(mean)
+    with torch.no_grad():
+        out = m.eval()(torch.randn(6, 3, 64, 64)).landmarks          # (6, 68, 2)
+    assert (out - mean).abs().mean() < 0.1 < (mean - mean.mean()).abs().mean()

@@ -23,7 +23,8 @@ def dataset_root(data_root: str | None = None, n_frames: int = 10_000, balance: 
     (`options`: SyntheticConfig's generator options, e.g. hidden_fraction)."""
     if data_root is None:
         syn = SyntheticConfig(n_frames=n_frames, balance=balance, seed=seed, style=style, **options)
-        on = [f"{k} {v:g}" for k, v in options.items() if v != getattr(SyntheticConfig, k)]
+        on = [f"{k} {v:g}" if not isinstance(v, (tuple, list)) else f"{k} {'-'.join(map(str, v))}"
+              for k, v in options.items() if v != getattr(SyntheticConfig, k)]
         return ensure_synthetic(syn, progress=progress), f"synthetic faces ({', '.join([balance, style, *on])}, seed {seed})"
     root = Path(data_root).expanduser()
     if not root.is_dir():
