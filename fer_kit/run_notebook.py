@@ -78,8 +78,11 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
     # executed into a scratch file first (outside notebooks/, where test collectors look): a failed run
     # must not leave its error cell in the notebook
     scratch = Path(tempfile.mkdtemp(prefix="fer_kit_run_")) / output.name
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
+    # the kernel inherits this process's environment: MPLBACKEND=agg (set by CI and by headless shells)
+    # would leave the saved notebook without a single figure
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **(env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0 = time.perf_counter()
     try:
         papermill.execute_notebook(str(source), str(scratch), parameters=parameters or {}, kernel_name="python3",

@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 
 import nbformat
 import numpy as np
@@ -91,3 +93,29 @@ def test_committed_notebooks_hold_no_half_drawn_progress_bars():
         nb = nbformat.read(path, as_version=4)
         streams = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream"]
         assert not any("\r" in o.text for o in streams), path.name
+
+
+def test_committed_notebooks_show_their_figures():
+    """A notebook executed with MPLBACKEND=agg in its environment saves no figure at all (seen: 03, 05 and
+    09 once); `run_notebook` gives the kernel the inline backend, and every committed notebook that calls
+    `plt.show()` or draws through `fer_kit.plots` keeps at least one picture."""
+    for path in sorted(notebook_path("00").parent.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        pictures = sum("image/png" in o.get("data", {}) for o in outputs)
+        assert pictures >= 1, f"{path.name}: no figure in its saved outputs; re-run python -m fer_kit.run_notebook"
+
+
+def test_run_notebook_gives_the_kernel_the_inline_backend(tmp_path, monkeypatch):
+    import papermill
+
+    from fer_kit import run_notebook
+
+    seen = {}
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, dst, **kw: (seen.update(backend=os.environ["MPLBACKEND"]),
+                                                shutil.copy(src, dst)))
+    run_notebook.execute("02", tmp_path / "02.ipynb")
+    assert seen["backend"] == "module://matplotlib_inline.backend_inline"
+    assert os.environ["MPLBACKEND"] == "agg"            # restored afterwards

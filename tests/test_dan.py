@@ -65,6 +65,8 @@ def test_overfits_one_batch_of_synthetic_faces():
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if losses[-1] < 0.1 * losses[0]:            # seen here: step 35 of 80
+            break
     assert losses[-1] < 0.1 * losses[0], losses[::5]
 
 

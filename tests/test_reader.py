@@ -56,7 +56,7 @@ def test_missing_folders_are_clear_errors(tmp_path):
 
 def test_seven_class_files_need_num_classes_7(tmp_path):
     write_video(tmp_path, "old", [0, 6], header=",".join(EXPR_CLASSES[:7]))
-    with pytest.raises(ValueError, match="7 classes, ABAW3\+ have 8"):
+    with pytest.raises(ValueError, match=r"7 classes, ABAW3\+ have 8"):
         read_expr(tmp_path, "Train_Set")
     assert read_expr(tmp_path, "Train_Set", num_classes=7).labels.tolist() == [0, 6]
 
