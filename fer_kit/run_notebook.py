@@ -38,11 +38,14 @@ def notebook_path(name: str) -> Path:
 
 
 def tidy(path: str | Path) -> None:
-    """Coalesce each cell's stream outputs and apply carriage returns (nbconvert's own preprocessor)."""
+    """Coalesce each cell's stream outputs and apply carriage returns (nbconvert's own preprocessor), and
+    drop papermill's record of this machine's paths, which readers of the saved notebook would see."""
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(path, as_version=4)
     nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    for key in ("input_path", "output_path"):
+        nb.metadata.get("papermill", {}).pop(key, None)
     nbformat.write(nb, path)
 
 
@@ -101,6 +104,7 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
     seconds = time.perf_counter() - t0
     tidy(scratch)
     drop_finished_bars(scratch)
+    tidy(scratch)              # the dropped bars had split the epoch lines into one output each
     shutil.move(scratch, output)
     shutil.rmtree(scratch.parent, ignore_errors=True)
     return output, seconds

@@ -119,3 +119,10 @@ def test_run_notebook_gives_the_kernel_the_inline_backend(tmp_path, monkeypatch)
     run_notebook.execute("02", tmp_path / "02.ipynb")
     assert seen["backend"] == "module://matplotlib_inline.backend_inline"
     assert os.environ["MPLBACKEND"] == "agg"            # restored afterwards
+
+
+def test_committed_notebooks_name_no_path_of_this_machine():
+    from fer_kit.paths import project_dir
+
+    for path in sorted(notebook_path("00").parent.glob("*.ipynb")):
+        assert str(project_dir().parent) not in path.read_text(), path.name
