@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import re
 import shutil
@@ -70,6 +71,28 @@ def drop_finished_bars(path: str | Path) -> None:
     nbformat.write(nb, path)
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def kernel_env(env: dict[str, str] | None = None):
+    """Environment for a kernel started inside the block (kernels inherit it), restored afterwards.
+
+    MPLBACKEND=agg, set by CI and by headless shells, would leave a notebook without a single figure
+    (and nbval would see fewer outputs than the committed run): kernels get matplotlib's inline backend."""
+    env = {"MPLBACKEND": INLINE_BACKEND, **(env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(name: str, output: str | Path | None = None, parameters: dict | None = None,
             env: dict[str, str] | None = None) -> tuple[Path, float]:
     """Run a notebook with papermill from notebooks/ (as Jupyter would open it) and tidy its outputs;
@@ -81,26 +104,16 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
     # executed into a scratch file first (outside notebooks/, where test collectors look): a failed run
     # must not leave its error cell in the notebook
     scratch = Path(tempfile.mkdtemp(prefix="fer_kit_run_")) / output.name
-    # the kernel inherits this process's environment: MPLBACKEND=agg (set by CI and by headless shells)
-    # would leave the saved notebook without a single figure
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **(env or {})}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     t0 = time.perf_counter()
     try:
-        papermill.execute_notebook(str(source), str(scratch), parameters=parameters or {}, kernel_name="python3",
-                                   cwd=str(source.parent), progress_bar=False)
+        with kernel_env(env):
+            papermill.execute_notebook(str(source), str(scratch), parameters=parameters or {}, kernel_name="python3",
+                                       cwd=str(source.parent), progress_bar=False)
     except Exception as err:
         failed = output.with_name(f"{output.stem}.failed.ipynb")
         if scratch.exists():
             shutil.move(scratch, failed)
         raise RuntimeError(f"{source.name} failed; the executed notebook with its error is {failed}") from err
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     seconds = time.perf_counter() - t0
     tidy(scratch)
     drop_finished_bars(scratch)

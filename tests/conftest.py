@@ -1,13 +1,7 @@
+"""Fixtures shared by the tests (the settings that nbval's notebooks need too live in ../conftest.py)."""
 import os
-import tempfile
 
 import pytest
-
-# Tests never touch the user's cache, and plots never need a screen.
-os.environ.setdefault("MPLBACKEND", "agg")
-# Runs and figures of every test (and of nbval's re-executed notebooks, whose kernels inherit this)
-# go to a scratch folder, never over the committed figures/.
-os.environ["FER_KIT_OUTPUT"] = tempfile.mkdtemp(prefix="fer_kit_test_output_")
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +18,6 @@ def tiny_synthetic(cache_dir):
 
     return ensure_synthetic(SyntheticConfig(n_frames=600, seed=3), cache_dir=cache_dir, progress=False)
 
-
-def pytest_collectstart(collector):
-    # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
-    if collector.fspath and collector.fspath.ext == ".ipynb":
-        collector.skip_compare += ("stderr",)
 
 
 @pytest.fixture(scope="session")

@@ -144,7 +144,6 @@ def test_heads_only_stage_leaves_the_trunk_untouched(tmp_path, tiny_mtl):
     after = result.model.trunk.state_dict()
     moved = [k for k, v in stats.items() if not torch.equal(after[k], v)]
     assert not moved, f"BatchNorm statistics of the frozen trunk moved: {moved[:3]}"
-    assert result.history["train_attention"].iloc[0] >= 0
 
 
 def test_mtl_needs_a_multitask_model(tmp_path):

@@ -1,0 +1,25 @@
+"""Settings for every pytest run, the tests and nbval's re-executed notebooks alike (a conftest.py inside
+tests/ would not reach notebooks/, so `pytest notebooks/01_dataset_statistics.ipynb` alone behaves the same)."""
+import os
+import tempfile
+
+# Tests never touch the user's cache, and plots never need a screen.
+os.environ.setdefault("MPLBACKEND", "agg")
+# Runs and figures of every test and of nbval's kernels (which inherit the environment) go to a scratch
+# folder, never over the committed figures/.
+os.environ["FER_KIT_OUTPUT"] = tempfile.mkdtemp(prefix="fer_kit_test_output_")
+
+
+def pytest_collectstart(collector):
+    if collector.fspath and collector.fspath.ext == ".ipynb":
+        # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
+        collector.skip_compare += ("stderr",)
+        # its kernel, started in setup(), draws figures as the committed run did (inline, not agg)
+        start_kernel = collector.setup
+
+        def setup():
+            from fer_kit.run_notebook import kernel_env
+            with kernel_env():
+                start_kernel()
+        collector.setup = setup
+
