@@ -99,7 +99,7 @@ def test_gradients_reach_every_parameter():
 def test_overfits_a_batch_of_synthetic_faces():
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    f = render_faces(32, seed=0)
+    f = render_faces(16, seed=0)       # 16 faces reach the bar in 12 steps (29 s), 32 in 17 (68 s)
     x = torch.from_numpy(f["images"]).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)   # Normalize(0.5, 0.5)
     x = F.interpolate(x, size=64, mode="area")
     y = torch.as_tensor(f["labels"]).long()

@@ -42,9 +42,10 @@ def test_04_small_run_writes_metrics_and_figures(tmp_path, tiny_synthetic):
         out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["epochs"] == 2 and m["config"]["image_size"] == 48    # the parameters took effect
-    assert m["data"]["train_frames"] > 0 and 0.0 <= m["best"]["p_expr"] <= 1.0
-    assert len(m["best"]["per_class_f1"]) == 8
-    assert 0.0 <= m["baselines"]["pixel_logistic_regression"]["p_expr"] <= 1.0
+    # what it writes only: at 600 frames and 2 epochs DAN has not learned yet (seen: test P_EXPR 0.045, the
+    # majority class's level); that the default run learns is checked on its committed outputs (below)
+    assert m["data"]["train_frames"] > 0 and len(m["best"]["per_class_f1"]) == 8
+    assert {"pixel_logistic_regression", "majority_class"} <= set(m["baselines"]) and "interval" in m["test"]
     for fig in ("04_samples", "04_learning_curves", "04_per_class_f1", "04_confusion"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
 
