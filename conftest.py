@@ -11,7 +11,7 @@ os.environ["FER_KIT_OUTPUT"] = tempfile.mkdtemp(prefix="fer_kit_test_output_")
 
 
 def pytest_collectstart(collector):
-    if collector.fspath and collector.fspath.ext == ".ipynb":
+    if getattr(collector, "path", None) is not None and collector.path.suffix == ".ipynb":
         # nbval: progress bars and warnings go to stderr and differ run to run; never compare them
         collector.skip_compare += ("stderr",)
         # its kernel, started in setup(), draws figures as the committed run did (inline, not agg)

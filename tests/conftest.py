@@ -19,7 +19,6 @@ def tiny_synthetic(cache_dir):
     return ensure_synthetic(SyntheticConfig(n_frames=600, seed=3), cache_dir=cache_dir, progress=False)
 
 
-
 @pytest.fixture(scope="session")
 def mtl_only(tiny_synthetic, tmp_path_factory):
     """An ABAW root in the MTL format only (as ABAW3/4/7 ship it): cropped_aligned/ and the 16-column
