@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+import functools
 import numbers
+import os
 import re
 import types
 import typing
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .names import check_names
+from .schedules import SCHEDULES
 
 def comma_list(text: str) -> list[str]:
     """A parameter that names several things ("dan, ddamfn,") as a clean list."""
@@ -117,10 +120,63 @@ PRESETS: dict[str, dict[str, Any]] = {
     "laptop_c": dict(optimizer="sgd", momentum=0.9, batch_size=32, image_size=48,
                      lr=1e-1, head_lr=1e-1, weight_decay=1e-3, lr_decay=0.95, augment="dan_laptop"),
 }
+# the schedule a `minutes` run uses per preset (fer_kit.schedules): one-cycle for the Adam recipes, cosine
+# with warm-up for SGD and for the papers' own recipes; an epoch-counted run keeps x lr_decay per epoch
+CLOCK_SCHEDULES = {"laptop": "onecycle", "laptop_b": "onecycle", "laptop_d": "onecycle", "laptop_e": "onecycle",
+                   "laptop_c": "cosine", "paper": "cosine", "paper_b": "cosine", "paper_c": "cosine",
+                   "paper_d": "cosine", "paper_e": "cosine"}
+# the smallest input each model family needs: DAN's heads a 2x2 map (ResNet stride 32), SCAN's 25 patches a
+# 6x6 layer2 map; DDAMFN and the plain trunks run from 32 px
+MIN_IMAGE_SIZE = {"dan": 48, "scan_cci": 48}
 TASKS = ("expr", "mtl", "va", "au")
 EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folder that already holds a run
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
+
+
+@functools.lru_cache(maxsize=32)
+def source_resolution(data_root: str | None) -> int | None:
+    """The side of the data's own images: the synthetic faces' render size, else the shorter side of the
+    first image found under data_root (None if there is none to read: the data loader reports why later)."""
+    if data_root is None:
+        from .data.synthetic import SyntheticConfig
+        return SyntheticConfig.image_size
+    from PIL import Image, UnidentifiedImageError
+
+    for folder, dirs, files in os.walk(Path(data_root).expanduser()):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp")):
+                try:
+                    with Image.open(Path(folder) / name) as im:
+                        return min(im.size)
+                except (OSError, UnidentifiedImageError):
+                    continue
+    return None
+
+
+def fitted_image_size(preset: str, model: str, source: int | None) -> int:
+    """A laptop preset's input size: its own, or the source's resolution where that is smaller (upsampling
+    a 48 px face to 80 px pays 2.8x the pixels for no information), rounded down to a multiple of 16 and
+    never below what the model needs (MIN_IMAGE_SIZE)."""
+    size = PRESETS[preset]["image_size"]
+    if source is None or source >= size:
+        return size
+    need = next((v for k, v in MIN_IMAGE_SIZE.items() if model.startswith(k)), 32)
+    return max(need, source // 16 * 16)
+
+
+def image_size_note(cfg: "TrainConfig") -> str:
+    """Which input size a run uses and why, in words."""
+    preset = PRESETS[cfg.preset]["image_size"]
+    source = source_resolution(cfg.data_root)
+    of_source = f"the source's images are {source} px" if source else "the source's resolution is unknown"
+    if cfg.image_size == preset:
+        return f"{cfg.image_size} px: the {cfg.preset} preset's size ({of_source})"
+    if cfg.preset.startswith("laptop") and cfg.image_size == fitted_image_size(cfg.preset, cfg.model, source):
+        return (f"{cfg.image_size} px: {of_source}, below the {cfg.preset} preset's {preset} px (upsampling would "
+                "add pixels, not information)")
+    return f"{cfg.image_size} px: as given ({of_source}; the {cfg.preset} preset's size is {preset} px)"
 
 
 def is_lsd_model(name: str) -> bool:
@@ -156,10 +212,14 @@ class TrainConfig(FromParams):
     init_min_share: float = 0.9       # init_from must match at least this share of the model's tensors (by name and shape)
     # optimisation
     preset: str = "laptop"            # "laptop" (CPU, from scratch), "paper" (paper A Table 2); also paper_c, laptop_c, ...
-    epochs: int = 3
+    minutes: float = 0.0              # train for this long (steps + validations), the schedule sized to it; 0 = count epochs
+    epochs: int = 3                   # passes over the training split when minutes is 0
+    steps: int = 0                    # train exactly this many steps (e.g. a minutes run's, to repeat it); 0 = epochs
+    schedule: str | None = None       # "exponential" (x lr_decay per epoch), "onecycle", "cosine"; None = exponential,
+                                      # or the preset's per-step schedule (CLOCK_SCHEDULES) for minutes and steps
     clip_length: int | None = None    # paper B: frames per clip (64); None = the preset's, else 1 (single frames)
     batch_size: int | None = None     # images per batch, or clips per batch when clip_length > 1
-    image_size: int | None = None
+    image_size: int | None = None     # None = the preset's; a laptop preset's no larger than the source's own resolution
     lr: float | None = None
     weight_decay: float | None = None
     lr_decay: float | None = None     # ExponentialLR gamma, stepped once per epoch
@@ -188,6 +248,8 @@ class TrainConfig(FromParams):
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.image_size is None and self.preset.startswith("laptop"):
+            self.image_size = fitted_image_size(self.preset, self.model, source_resolution(self.data_root))
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is None and not (name == "mixup_alpha" and not is_lsd_model(self.model)):
                 setattr(self, name, value)    # (a preset's mixup is for its LSD models: paper E's loss takes soft targets)
@@ -217,6 +279,16 @@ class TrainConfig(FromParams):
             raise ValueError(f"freeze_epochs must be in 0..epochs ({self.epochs}); got {self.freeze_epochs}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+        if self.minutes < 0 or self.steps < 0:
+            raise ValueError(f"minutes and steps must be >= 0 (0 = count epochs); got minutes={self.minutes}, steps={self.steps}")
+        if self.minutes and self.steps:
+            raise ValueError(f"give minutes ({self.minutes}) or steps ({self.steps}), not both: each sets the run's length")
+        per_step = bool(self.minutes or self.steps)
+        self.schedule = self.schedule or (CLOCK_SCHEDULES[self.preset] if per_step else "exponential")
+        check_names([self.schedule], SCHEDULES, "schedule")
+        if per_step and self.schedule == "exponential":
+            raise ValueError("schedule 'exponential' decays per epoch and cannot be sized to minutes or steps; use "
+                             "schedule onecycle or cosine (or leave it empty for the preset's)")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two samples); got {self.batch_size}")
         check_names([self.variant], REGNET_VARIANTS, "variant")
@@ -267,14 +339,17 @@ class DanConfig(TrainConfig):
     """Notebook 04's parameters: paper A's DAN (the TrainConfig fields keep their meaning: the main run is
     `python -m fer_kit.train` with them); `compare` adds paper A's ablations on the same schedule."""
 
-    n_frames: int = 8000              # about 4,100 training frames kept: 3 epochs fit the 5-minute notebook budget
+    n_frames: int = 8000              # about 4,100 training frames kept
     compare: bool = False             # also train DAN without the affinity and partition losses, and with one head
 
-    def ablations(self) -> dict[str, TrainConfig]:
-        """Paper A's ideas switched off one at a time, each in its own run folder."""
+    def ablations(self, steps: int | None = None) -> dict[str, TrainConfig]:
+        """Paper A's ideas switched off one at a time, each in its own run folder. `steps`: the main run's
+        step count when the clock sized it, so each ablation trains the very same schedule (the same minutes
+        on a busier machine would give it fewer steps)."""
+        same = dict(minutes=0.0, steps=steps) if self.minutes and steps else {}
         return {"no affinity or partition loss": self.train_config(affinity_weight=0.0, partition_weight=0.0,
-                                                                   out_dir=f"{self.out_dir}_no_af_pt"),
-                "one attention head": self.train_config(num_heads=1, out_dir=f"{self.out_dir}_one_head")}
+                                                                   out_dir=f"{self.out_dir}_no_af_pt", **same),
+                "one attention head": self.train_config(num_heads=1, out_dir=f"{self.out_dir}_one_head", **same)}
 
 
 @dataclass

@@ -507,7 +507,9 @@ def describe(run: Found) -> str:
     if model in ("dan", "dan_landmarks", "resnet_classifier", "regnet_transformer"):
         model += f" {c.get('backbone')}"
     epochs = c.get("epochs")
-    text = f"{model}, {c.get('image_size')} px, {epochs} epoch{'s' if epochs != 1 else ''}"
+    length = (f"{c['minutes']:g} minutes" if c.get("minutes") else f"{c['steps']} steps" if c.get("steps")
+              else f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    text = f"{model}, {c.get('image_size')} px, {length}"
     if c.get("max_batches"):
         text += f" of {c['max_batches']} batches"
     if "members" in c and "table3" in run.doc:

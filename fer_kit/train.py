@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import metrics
-from .config import TrainConfig, is_lsd_model
+from .config import TrainConfig, image_size_note, is_lsd_model
 from .data.abaw import has_split, read_abaw, read_expr_any
 from .data.clips import ClipDataset
 from .data.table import FrameTable
@@ -43,6 +43,7 @@ from .data.transforms import eval_transform, mixup_batch, train_transform
 from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss
 from .models import create_model
 from .paths import output_dir, shown
+from .schedules import Clock, lr_factor
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -308,11 +309,13 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int,
-                    start: dict | None = None, checkpoint=None) -> dict[str, float]:
+                    start: dict | None = None, checkpoint=None, after_step=None) -> dict[str, float]:
     """One pass over the loader. `start` continues a mid-epoch checkpoint: its first `step` batches are
     drawn again (the loader must be rebuilt from the epoch's first sampler state) but not trained on, then
     the global RNGs are set to where they were, so the rest of the epoch is exactly the uninterrupted one.
-    `checkpoint(step, sums, n_seen)` is offered every finished step (fit decides whether to save)."""
+    `checkpoint(step, sums, n_seen)` is offered every finished step (fit decides whether to save);
+    `after_step()` follows every optimiser step (a per-step schedule) and ends the epoch early when it
+    returns True (a run sized in minutes or steps has reached its last step)."""
     model.train()
     if getattr(model, "features_frozen", False):       # the heads-only stage (set_stage)
         keep_frozen_in_eval(model)
@@ -320,7 +323,8 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
     sums, n_seen, skip = ({}, 0, 0) if start is None else (dict(start["sums"]), start["n_seen"], start["step"])
     total = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     # a refresh every 15 s keeps notebooks saved by papermill readable (each refresh is stored)
-    bar = tqdm(loader, total=total, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not cfg.progress,
+    of = "" if cfg.minutes or cfg.steps else f"/{cfg.epochs}"
+    bar = tqdm(loader, total=total, desc=f"epoch {epoch}{of}", unit="batch", disable=not cfg.progress,
                mininterval=15.0)
     for step, (x, y) in enumerate(bar):
         if step >= total:
@@ -363,9 +367,12 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", refresh=False)
         if _kill_due("step"):
             _kill_self()
+        if after_step is not None and after_step():
+            break
         if checkpoint is not None and step + 1 < total:
             checkpoint(step + 1, sums, n_seen)
-    return {f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}
+    bar.close()
+    return {**{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}, "images": n_seen}
 
 
 @torch.no_grad()
@@ -575,6 +582,12 @@ class RunResult:
     protocol: str = ""
 
     @property
+    def steps(self) -> int | None:
+        """Optimiser steps the run made, where its schedule counted them (None: x lr_decay per epoch)."""
+        steps = self.history["steps"].iloc[-1] if "steps" in self.history else None
+        return None if steps is None or pd.isna(steps) else int(steps)
+
+    @property
     def reported(self) -> dict:
         """The report to quote: the test split's where there is one, else validation's (papers' protocol)."""
         return self.test if self.test is not None else self.best
@@ -741,6 +754,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     data = data or load_expr_data(cfg)
     device = select_device(cfg.device)
     _write_json(cfg.to_dict(), out_dir / "config.json")
+    print(f"image size {image_size_note(cfg)}")
 
     model = build_model(cfg)
     if cfg.init_from and state is None:
@@ -754,13 +768,21 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     model = model.to(device).to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
         if cfg.weighted_sampling and cfg.task == "expr" and cfg.clip_length == 1 else None   # paper B: none for clips
     # num_workers=0: on a 2-core laptop, worker processes slow training down
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
                         generator=gen, drop_last=len(data.train) > cfg.batch_size)
+    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    clock = Clock(cfg.minutes * 60, per_epoch, val_steps=len(data.val) / cfg.batch_size / 3) if cfg.minutes else None
+    if cfg.schedule == "exponential":
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    else:   # a per-step schedule over a total set by the clock, by steps, or by epochs
+        planned = cfg.steps or (None if clock else cfg.epochs * per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(cfg.schedule, step, clock.total if clock else planned))
+    open_ended = bool(cfg.minutes or cfg.steps)     # the run ends at its last step, not after cfg.epochs
 
     history, best, start_epoch, partial = [], None, 1, None
     if state is not None:
@@ -770,6 +792,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["sampler_rng"])             # the sampler's state at the start of the unfinished epoch
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        if clock is not None and state.get("clock"):
+            clock = Clock.from_state(state["clock"])
         if state.get("step"):                            # a mid-epoch checkpoint
             partial = {"step": state["step"], "sums": state["sums"], "n_seen": state["n_seen"], "rng": state["rng"]}
         else:
@@ -781,19 +805,47 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         return {"model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "sampler_rng": epoch_rng,
                 "epoch": epoch, "step": step, "sums": dict(sums or {}), "n_seen": n_seen, "history": history,
-                "best": best, "config": cfg.to_dict()}
+                "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None}
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    if open_ended or cfg.schedule != "exponential":
+        print(f"{cfg.schedule} schedule over " + (f"{cfg.minutes:g} minutes (its steps sized to the clock)" if clock
+                                                  else f"{cfg.steps or cfg.epochs * per_epoch} steps"))
+    last_lr = [optimizer.param_groups[0]["lr"]]
+
+    def after_step() -> bool:
+        last_lr[0] = optimizer.param_groups[0]["lr"]   # the rate this step was taken at
+        done = clock.step_done() if clock is not None else False    # (may plan the total: before the next rate)
+        if cfg.schedule != "exponential":
+            scheduler.step()
+        return done or (bool(cfg.steps) and scheduler.last_epoch >= cfg.steps)
+
+    def finished(epoch: int) -> bool:
+        if not open_ended:
+            return epoch > cfg.epochs
+        return scheduler.last_epoch >= (clock.total or float("inf") if clock else cfg.steps)
+
+    epoch, t_loop = start_epoch, time.perf_counter()
+    while not finished(epoch):
         t0 = time.perf_counter()
         epoch_rng = gen.get_state()                      # before the loader draws this epoch's order from it
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "stage": set_stage(model, criterion, cfg, epoch)}
+        if clock is not None:
+            clock.start_epoch()
         row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch, start=partial,
                                    checkpoint=_every(cfg.checkpoint_minutes, lambda step, sums, n: save_checkpoint(
-                                       resumable(epoch - 1, step, sums, n, epoch_rng), last_path))))
+                                       resumable(epoch - 1, step, sums, n, epoch_rng), last_path)),
+                                   after_step=after_step))
         partial = None
-        scheduler.step()
+        if cfg.schedule == "exponential":
+            scheduler.step()
         seconds = time.perf_counter() - t0
+        row.update(steps=scheduler.last_epoch if cfg.schedule != "exponential" else None, last_lr=last_lr[0])
+        t_val = time.perf_counter()
         report = evaluate(model, data.val, data.classes, device=device)
+        if clock is not None:
+            clock.validated(time.perf_counter() - t_val)
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):   # the next step's rate, re-planned
+                group["lr"] = base * lr_factor(cfg.schedule, scheduler.last_epoch, clock.total)
         row.update(seconds=seconds, val_score=report["score"])
         row.update({f"val_{k}": report[k] for k in VAL_COLUMNS if k in report})
         row.update({f"f1_{k}": v for k, v in report.get("per_class_f1", {}).items()})
@@ -810,22 +862,29 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                              "epoch": epoch, "metrics": best}, best_path)
         save_checkpoint(resumable(epoch, epoch_rng=gen.get_state()), last_path)
         pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+        epoch += 1
 
+    loop_seconds = (clock.elapsed() if clock else time.perf_counter() - t_loop)   # steps + validations
     # the test split, never seen by model selection: the final epoch's weights, then the chosen epoch's
     test_final = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
-    model.load_state_dict(load_checkpoint(best_path)["model"])
-    test = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
+    test = dict(test_final) if test_final is not None else None
+    if best["epoch"] != history[-1]["epoch"]:            # (when the last epoch is the chosen one, its weights are)
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+        test = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
 
     hist = pd.DataFrame(history)
-    train_frames = (len(data.train) if cfg.max_batches is None else min(len(data.train), cfg.max_batches * cfg.batch_size)) \
-        * getattr(data.train, "clip_length", 1)
+    images = float(hist.get("images", pd.Series(dtype=float)).sum()) * getattr(data.train, "clip_length", 1)
     final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    schedule = {"kind": cfg.schedule, "epochs": len(hist), "steps": int(scheduler.last_epoch) if cfg.schedule !=
+                "exponential" else None, "last_lr": float(history[-1].get("last_lr", history[-1]["lr"])), "minutes": cfg.minutes,
+                "train_seconds": float(hist["seconds"].sum()),
+                "run_seconds": loop_seconds}     # steps + validations: what minutes budgets
     summary = {"best": best, "best_epoch": best["epoch"], "final": final, "protocol": data.protocol,
-               "test": test, "test_final": test_final,
+               "test": test, "test_final": test_final, "schedule": schedule, "image_size": image_size_note(cfg),
                "data": {"source": data.source, "train_frames": len(data.train), "val_frames": len(data.val),
                         "test_frames": len(data.test) if data.test is not None else 0,
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
-               "train_images_per_second": train_frames * len(hist) / max(float(hist["seconds"].sum()), 1e-9),
+               "train_images_per_second": images / max(float(hist["seconds"].sum()), 1e-9),
                "device": device.type, "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     _write_json(summary, metrics_path)

@@ -8,6 +8,7 @@ import pytest
 
 from fer_kit.labels import AU_NAMES
 from fer_kit.paths import project_dir
+from fer_kit.schedules import FINAL
 
 NOTEBOOKS = project_dir() / "notebooks"
 
@@ -38,12 +39,13 @@ def test_00_small_run_learns_and_explains(tmp_path, tiny_synthetic):
 
 @pytest.mark.notebooks
 def test_04_small_run_writes_metrics_and_figures(tmp_path, tiny_synthetic):
-    run("04_train_dan.ipynb", tmp_path, epochs=2, n_frames=600, seed=3, image_size=48, batch_size=16,
+    run("04_train_dan.ipynb", tmp_path, minutes=0.3, n_frames=600, seed=3, image_size=48, batch_size=16,
         out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["config"]["epochs"] == 2 and m["config"]["image_size"] == 48    # the parameters took effect
-    # what it writes only: at 600 frames and 2 epochs DAN has not learned yet (seen: test P_EXPR 0.045, the
-    # majority class's level); that the default run learns is checked on its committed outputs (below)
+    assert m["config"]["minutes"] == 0.3 and m["config"]["image_size"] == 48    # the parameters took effect
+    assert m["schedule"]["last_lr"] == pytest.approx(m["config"]["lr"] * FINAL["onecycle"])   # ended on time
+    # what it writes only: at 600 frames and 18 s DAN has not learned yet (seen with 2 epochs: test P_EXPR
+    # 0.045, the majority class's level); that the default run learns is checked on its committed outputs
     assert m["data"]["train_frames"] > 0 and len(m["best"]["per_class_f1"]) == 8
     assert {"pixel_logistic_regression", "majority_class"} <= set(m["baselines"]) and "interval" in m["test"]
     for fig in ("04_samples", "04_learning_curves", "04_per_class_f1", "04_confusion"):
