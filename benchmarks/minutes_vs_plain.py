@@ -1,7 +1,7 @@
 """The kit's default run against a plain training script, for the same minutes on the same data.
 
     python benchmarks/minutes_vs_plain.py                         # synthetic faces, 48 px grey, 5 minutes each
-    python benchmarks/minutes_vs_plain.py --minutes 15 --data_root /data/abaw_layout_faces
+    python benchmarks/minutes_vs_plain.py --minutes 15 --data_root /data/fer2013   # train/ and test/ class folders
 
 Both train for `--minutes` of steps and validations (data decoding is not counted) and are scored on the
 test split (other people): accuracy and P_EXPR (mean F1 over the classes), each with a 95% bootstrap
@@ -29,6 +29,8 @@ from torch.nn import functional as F
 from fer_kit import metrics
 from fer_kit.config import TrainConfig
 from fer_kit.data.abaw import read_expr_any
+from fer_kit.data.fer2013 import read_fer2013_folders
+from fer_kit.labels import EXPR_CLASSES
 from fer_kit.data.dataset import load_image
 from fer_kit.data.synthetic import SyntheticConfig, default_cache_dir, ensure_synthetic
 from fer_kit.train import fit, load_expr_data, predict, seed_everything
@@ -49,8 +51,38 @@ def small_grey_faces(n_frames: int, size: int = 48, seed: int = 0) -> Path:
     return dst
 
 
+def class_folders_as_abaw(root: Path, val_share: float = 0.1, seed: int = 0) -> Path:
+    """A folder of real faces in the FER2013 image layout (`train/` and `test/`, a folder per class) as
+    the ABAW layout the kit trains on: each image its own "video" (a link, not a copy; the bootstrap then
+    resamples images), a seeded `val_share` of train held out for validation. Written once."""
+    train, test = read_fer2013_folders(root, "train"), read_fer2013_folders(root, "test")
+    classes = 8 if (np.concatenate([train.labels, test.labels]) == 7).any() else 7    # no "Other": the 7 classes
+    dst = default_cache_dir() / "benchmarks" / f"{root.resolve().name}-abaw{classes}"
+    if (dst / "done").exists():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    val = np.random.default_rng(seed).random(len(train)) < val_share
+    header = ",".join(EXPR_CLASSES[:classes])
+    for split, table, keep in (("Train_Set", train, ~val), ("Validation_Set", train, val),
+                               ("Test_Set", test, np.ones(len(test), bool))):
+        notes = dst / "annotations" / "EXPR_Classification_Challenge" / split
+        notes.mkdir(parents=True)
+        for i in np.flatnonzero(keep):
+            name = f"{split.split('_')[0].lower()}_{i:06d}"
+            (dst / "cropped_aligned" / name).mkdir(parents=True)
+            (dst / "cropped_aligned" / name / "00001.jpg").symlink_to(Path(table.paths[i]).resolve())
+            (notes / f"{name}.txt").write_text(f"{header}\n{table.labels[i]}\n")
+    (dst / "done").write_text("")
+    return dst
+
+
+def num_classes(root: Path) -> int:
+    """7 for a converted 7-class folder (FER2013), else the ABAW 8."""
+    return 7 if root.name.endswith("-abaw7") else 8
+
+
 def tensors(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    table = read_expr_any(root, split, 8)
+    table = read_expr_any(root, split, num_classes(root))
     x = torch.stack([load_image(p, size) for p in table.paths])          # (N, 3, size, size) uint8
     return x, torch.as_tensor(table.labels), np.asarray(table.videos)
 
@@ -61,7 +93,7 @@ def plain_baseline(root: Path, minutes: float, size: int = 64, batch: int = 64, 
     (x, y, _), (xt, yt, videos) = tensors(root, "Train_Set", size), tensors(root, "Test_Set", size)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     norm = lambda b: (b.float() / 255 - mean) / std
-    model = timm.create_model("resnet18", num_classes=8).to(memory_format=torch.channels_last)
+    model = timm.create_model("resnet18", num_classes=num_classes(root)).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     budget, start, steps, total, sched = minutes * 60, time.monotonic(), 0, None, None
     while total is None or steps < total:
@@ -88,37 +120,45 @@ def plain_baseline(root: Path, minutes: float, size: int = 64, batch: int = 64, 
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(norm(b).contiguous(memory_format=torch.channels_last)).argmax(1) for b in xt.split(256)])
-    return scores(yt.numpy(), pred.numpy(), videos), {"steps": steps, "seconds": seconds, "image_size": size}
+    return scores(yt.numpy(), pred.numpy(), videos, num_classes(root)), {"steps": steps, "seconds": seconds,
+                                                                       "image_size": size}
 
 
-def scores(y: np.ndarray, pred: np.ndarray, videos: np.ndarray) -> dict:
+def scores(y: np.ndarray, pred: np.ndarray, videos: np.ndarray, classes: int) -> dict:
+    """Accuracy and P_EXPR (mean F1 over the classes), each with its interval over test videos."""
     out = {}
     for name in ("accuracy", "p_expr"):
-        fn = metrics.frame_score_fn(y, pred, name, 8)
+        fn = metrics.frame_score_fn(y, pred, name, classes)
         out[name] = (fn(np.arange(len(y))), *metrics.video_bootstrap(fn, videos))
     return out
 
 
 def kit_default(root: Path, minutes: float, seed: int = 0, **changes):
     """The kit's run with nothing but the data and the minutes given (and `changes`)."""
-    cfg = TrainConfig(data_root=str(root), minutes=minutes, seed=seed, progress=False,
+    cfg = TrainConfig(data_root=str(root), minutes=minutes, seed=seed, progress=False, num_classes=num_classes(root),
                       out_dir="runs/benchmarks/minutes_vs_plain_kit", **changes)
     data = load_expr_data(cfg)                       # decoding, as the plain script's, is not on the clock
     result = fit(cfg, data)
     logits, labels = predict(result.model, data.test)
     schedule = json.loads(result.metrics_path.read_text())["schedule"]
-    return scores(labels, logits.argmax(1), data.test.table.videos), {
+    return scores(labels, logits.argmax(1), data.test.table.videos, cfg.num_classes), {
         "steps": schedule["steps"], "seconds": schedule["run_seconds"], "image_size": cfg.image_size}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--data_root", default=None, help="an ABAW-layout folder of real faces; default: synthetic, 48 px grey")
+    ap.add_argument("--data_root", default=None, help="real faces: an ABAW-layout folder, or FER2013-style train/ "
+                    "and test/ class folders; default: the synthetic faces, 48 px grey")
     ap.add_argument("--n_frames", type=int, default=10_000, help="synthetic frames (train + validation + test)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    root = Path(args.data_root) if args.data_root else small_grey_faces(args.n_frames, seed=args.seed)
+    if args.data_root is None:
+        root = small_grey_faces(args.n_frames, seed=args.seed)
+    elif (Path(args.data_root) / "train").is_dir() and (Path(args.data_root) / "test").is_dir():
+        root = class_folders_as_abaw(Path(args.data_root), seed=args.seed)    # FER2013-style class folders
+    else:
+        root = Path(args.data_root)                                           # the ABAW layout
     print(f"data: {root}   {args.minutes:g} minutes each   threads: {torch.get_num_threads()}")
     rows = {"kit default (DAN-R18, laptop)": kit_default(root, args.minutes, args.seed),
             "plain script (ResNet-18, 64 px)": plain_baseline(root, args.minutes, seed=args.seed),

@@ -47,8 +47,9 @@ class Clock:
     The first `warmup_steps` are timed (the first two, which pay for allocations, are not counted); then
     the total is planned, and planned again after every step and every validation from the recent step
     times and the last validation's, so a machine that speeds up or slows down mid-run (a shared CPU
-    does) still ends on time; in the last 10% of the steps the total is held, so the schedule ends exactly. `steps_per_epoch` lets it count the validations still to come; `val_steps` guesses what
-    one costs, in training steps, until one has been timed."""
+    does) still ends on time; in the last 10% of the steps the total is held, so the schedule ends
+    exactly. `steps_per_epoch` lets it count the validations still to come; `val_steps` guesses what one
+    costs, in training steps, until one has been timed."""
 
     seconds: float
     steps_per_epoch: int
