@@ -143,10 +143,11 @@ def source_resolution(data_root: str | None) -> int | None:
         return SyntheticConfig.image_size
     from PIL import Image, UnidentifiedImageError
 
+    from .data.folders import is_image
     for folder, dirs, files in os.walk(Path(data_root).expanduser()):
         dirs.sort()
         for name in sorted(files):
-            if name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp")):
+            if is_image(Path(name)):
                 try:
                     with Image.open(Path(folder) / name) as im:
                         return min(im.size)

@@ -45,10 +45,11 @@ class Clock:
     """Sizes a step schedule to `seconds` of training (steps plus the per-epoch validations).
 
     The first `warmup_steps` are timed (the first two, which pay for allocations, are not counted); then
-    the total is planned, and planned again after every step and every validation from the recent step
-    times and the last validation's, so a machine that speeds up or slows down mid-run (a shared CPU
-    does) still ends on time; in the last 10% of the steps the total is held, so the schedule ends
-    exactly. `steps_per_epoch` lets it count the validations still to come; `val_steps` guesses what one
+    the total is planned, and planned again after every step from the recent step times and the last
+    validation's, so a machine that speeds up or slows down mid-run (a shared CPU does) still ends on
+    time; in the last 10% of the steps the total is held, so the schedule ends exactly. Plans are made
+    only in `step_done`, just before the scheduler computes the next step's rate: the rate and the total
+    it is computed for always agree. `steps_per_epoch` lets it count the validations still to come; `val_steps` guesses what one
     costs, in training steps, until one has been timed."""
 
     seconds: float
@@ -87,10 +88,8 @@ class Clock:
         return self.total is not None and self.steps >= self.total
 
     def validated(self, seconds: float) -> None:
-        """A validation took `seconds`: plan again with the real cost of one."""
+        """A validation took `seconds`: the next plan counts the real cost of one (and the time it took)."""
         self.val_seconds.append(seconds)
-        if self.total is None or self.steps < 0.9 * self.total:
-            self.plan()
 
     def step_time(self) -> float:
         """Mean time of the last `window` timed steps."""

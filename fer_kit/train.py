@@ -308,6 +308,10 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
+def batches_per_epoch(loader, cfg: TrainConfig) -> int:
+    return len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+
+
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int,
                     start: dict | None = None, checkpoint=None, after_step=None) -> dict[str, float]:
     """One pass over the loader. `start` continues a mid-epoch checkpoint: its first `step` batches are
@@ -321,7 +325,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         keep_frozen_in_eval(model)
     criterion.train()
     sums, n_seen, skip = ({}, 0, 0) if start is None else (dict(start["sums"]), start["n_seen"], start["step"])
-    total = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    total = batches_per_epoch(loader, cfg)
     # a refresh every 15 s keeps notebooks saved by papermill readable (each refresh is stored)
     of = "" if cfg.minutes or cfg.steps else f"/{cfg.epochs}"
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}{of}", unit="batch", disable=not cfg.progress,
@@ -754,7 +758,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     data = data or load_expr_data(cfg)
     device = select_device(cfg.device)
     _write_json(cfg.to_dict(), out_dir / "config.json")
-    print(f"image size {image_size_note(cfg)}")
+    size_note = image_size_note(cfg)
+    print(f"image size {size_note}")
 
     model = build_model(cfg)
     if cfg.init_from and state is None:
@@ -774,7 +779,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     # num_workers=0: on a 2-core laptop, worker processes slow training down
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
                         generator=gen, drop_last=len(data.train) > cfg.batch_size)
-    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    per_epoch = batches_per_epoch(loader, cfg)
     clock = Clock(cfg.minutes * 60, per_epoch, val_steps=len(data.val) / cfg.batch_size / 3) if cfg.minutes else None
     if cfg.schedule == "exponential":
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
@@ -812,17 +817,21 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                                                   else f"{cfg.steps or cfg.epochs * per_epoch} steps"))
     last_lr = [optimizer.param_groups[0]["lr"]]
 
+    def at_last_step() -> bool:
+        """A run sized in minutes or steps has taken its planned steps (counted by the per-step scheduler)."""
+        total = clock.total if clock is not None else cfg.steps
+        return bool(total) and scheduler.last_epoch >= total
+
     def after_step() -> bool:
         last_lr[0] = optimizer.param_groups[0]["lr"]   # the rate this step was taken at
-        done = clock.step_done() if clock is not None else False    # (may plan the total: before the next rate)
+        if clock is not None:
+            clock.step_done()                          # may plan the total: before the next step's rate
         if cfg.schedule != "exponential":
             scheduler.step()
-        return done or (bool(cfg.steps) and scheduler.last_epoch >= cfg.steps)
+        return at_last_step()
 
     def finished(epoch: int) -> bool:
-        if not open_ended:
-            return epoch > cfg.epochs
-        return scheduler.last_epoch >= (clock.total or float("inf") if clock else cfg.steps)
+        return at_last_step() if open_ended else epoch > cfg.epochs
 
     epoch, t_loop = start_epoch, time.perf_counter()
     while not finished(epoch):
@@ -844,8 +853,6 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         report = evaluate(model, data.val, data.classes, device=device)
         if clock is not None:
             clock.validated(time.perf_counter() - t_val)
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):   # the next step's rate, re-planned
-                group["lr"] = base * lr_factor(cfg.schedule, scheduler.last_epoch, clock.total)
         row.update(seconds=seconds, val_score=report["score"])
         row.update({f"val_{k}": report[k] for k in VAL_COLUMNS if k in report})
         row.update({f"f1_{k}": v for k, v in report.get("per_class_f1", {}).items()})
@@ -880,7 +887,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                 "train_seconds": float(hist["seconds"].sum()),
                 "run_seconds": loop_seconds}     # steps + validations: what minutes budgets
     summary = {"best": best, "best_epoch": best["epoch"], "final": final, "protocol": data.protocol,
-               "test": test, "test_final": test_final, "schedule": schedule, "image_size": image_size_note(cfg),
+               "test": test, "test_final": test_final, "schedule": schedule, "image_size": size_note,
                "data": {"source": data.source, "train_frames": len(data.train), "val_frames": len(data.val),
                         "test_frames": len(data.test) if data.test is not None else 0,
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
