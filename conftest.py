@@ -8,6 +8,9 @@ os.environ.setdefault("MPLBACKEND", "agg")
 # Runs and figures of every test and of nbval's kernels (which inherit the environment) go to a scratch
 # folder, never over the committed figures/.
 os.environ["FER_KIT_OUTPUT"] = tempfile.mkdtemp(prefix="fer_kit_test_output_")
+# A run folder's own three figures cost 1-3 s a run, and the suite trains about a hundred small runs:
+# tests/test_train.py's run-folder test turns them back on and checks them.
+os.environ["FER_KIT_RUN_FIGURES"] = "0"
 
 
 def pytest_collectstart(collector):

@@ -43,14 +43,14 @@ class ReproduceConfig(FromParams):
 
     data_root: str | None = None      # ABAW-layout folder (EXPR files, MTL csv) for the self-runs; None = synthetic faces
     lsd_root: str | None = None       # ABAW4 LSD folders for paper E's self-run; None = synthetic (when data_root is None)
-    n_frames: int = 1500              # synthetic only: frames of every self-run's data (train + validation)
+    n_frames: int = 1000              # synthetic only: frames of every self-run's data (train + validation)
     papers: str = "A,B,C,D,E"         # which papers' tables to build
     use_notebook_runs: bool = True    # fill cells from the run folders of notebooks 04-09 where they exist
     self_runs: bool = True            # train a small run for every absent folder; False leaves those cells empty
     preset: str = "laptop"            # "laptop" (CPU-sized, from scratch) or "paper" (each paper's recipe)
     pretrained: bool = False          # timm ImageNet weights in the self-runs (needs the internet once)
-    epochs: int = 2                   # epochs of every self-run
-    max_batches: int | None = 15      # training batches per epoch in the self-runs; None = whole training split
+    epochs: int = 1                   # epochs of every self-run
+    max_batches: int | None = 4       # training batches per epoch in the self-runs; None = whole training split
     members: int = 3                  # paper A's weak ensemble in the self-run: members, each on 1/members of the videos
     transfer: bool = True             # self-run also trains paper A's "DAN TL" (pretrained on cartoon faces, fine-tuned)
     seed: int = 0

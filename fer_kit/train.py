@@ -918,6 +918,8 @@ def save_run_figures(history: pd.DataFrame, best: dict, out_dir: Path) -> list[P
     """The run folder's own pictures (learning curves; per-class F1 and confusion matrix where the task
     has classes), so a command-line run leaves what a notebook shows. Each figure is closed at once:
     inside a notebook it is not drawn a second time."""
+    if os.environ.get("FER_KIT_RUN_FIGURES") == "0":    # the test suite's hundred small runs (conftest.py)
+        return []
     import matplotlib.pyplot as plt
 
     from . import plots

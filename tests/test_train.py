@@ -19,7 +19,8 @@ def tiny_data(tiny_synthetic):
     return train.load_expr_data(TrainConfig(n_frames=600, seed=3, image_size=48, progress=False))
 
 
-def test_fit_writes_a_complete_run_folder(tmp_path, tiny_data):
+def test_fit_writes_a_complete_run_folder(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("FER_KIT_RUN_FIGURES", "1")       # off for the rest of the suite (conftest.py)
     result = train.fit(tiny_config(tmp_path, epochs=2), tiny_data)
     run = tmp_path / "run"
     for name in ("config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "figures/learning_curves.png",
