@@ -135,12 +135,16 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 @functools.lru_cache(maxsize=32)
-def source_resolution(data_root: str | None) -> int | None:
-    """The side of the data's own images: the synthetic faces' render size, else the shorter side of the
-    first image found under data_root (None if there is none to read: the data loader reports why later)."""
+def source_resolution(data_root: str | None, dataset: str = "abaw") -> int | None:
+    """The side of the data's own images: the synthetic faces' render size, FER2013's 48 px pixel strings,
+    else the shorter side of the first image found under data_root (None if there is none to read: the
+    data loader reports why later)."""
     if data_root is None:
         from .data.synthetic import SyntheticConfig
         return SyntheticConfig.image_size
+    if dataset == "fer2013":
+        from .data.fer2013 import SIZE
+        return SIZE
     from PIL import Image, UnidentifiedImageError
 
     from .data.folders import is_image
@@ -170,7 +174,7 @@ def fitted_image_size(preset: str, model: str, source: int | None) -> int:
 def image_size_note(cfg: "TrainConfig") -> str:
     """Which input size a run uses and why, in words."""
     preset = PRESETS[cfg.preset]["image_size"]
-    source = source_resolution(cfg.data_root)
+    source = source_resolution(cfg.data_root, cfg.dataset)
     of_source = f"the source's images are {source} px" if source else "the source's resolution is unknown"
     if cfg.image_size == preset:
         return f"{cfg.image_size} px: the {cfg.preset} preset's size ({of_source})"
@@ -190,10 +194,12 @@ class TrainConfig(FromParams):
     """Everything a training run depends on; `None` fields are filled from the preset."""
 
     # data
-    data_root: str | None = None      # ABAW-layout folder; None = the embedded synthetic faces
+    data_root: str | None = None      # the dataset's folder; None = the embedded synthetic faces (ABAW layout)
+    dataset: str = "abaw"             # data_root's layout: abaw, lsd, affectnet, rafdb, fer2013, fer2013_folders, expw, folders
     n_frames: int = 10_000            # synthetic only: frames generated (train + validation)
     balance: str = "sqrt"             # synthetic only: "sqrt" (tempered), "affwild2" (exact), "uniform"
-    num_classes: int = 8              # 8 = ABAW3+ (with Other); 7 = ABAW 2020/2021 files; 6 = LSD (paper E)
+    num_classes: int = 8              # 8 = ABAW3+ (with Other); 7 = ABAW 2020/2021 files and the 7-class datasets
+                                      # (rafdb, fer2013, expw: 8 becomes 7); 6 = LSD (paper E)
     style: str = "photo"              # synthetic only: rendering style of the faces ("photo", "cartoon", "lowlight")
     val_style: str | None = None      # synthetic only: another style for the validation faces (paper E's domain shift)
     hidden_fraction: float = 0.0      # synthetic only, paper B: frames whose expression a hand or a blur hides (0-0.5)
@@ -250,7 +256,7 @@ class TrainConfig(FromParams):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if self.image_size is None and self.preset.startswith("laptop"):
-            self.image_size = fitted_image_size(self.preset, self.model, source_resolution(self.data_root))
+            self.image_size = fitted_image_size(self.preset, self.model, source_resolution(self.data_root, self.dataset))
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is None and not (name == "mixup_alpha" and not is_lsd_model(self.model)):
                 setattr(self, name, value)    # (a preset's mixup is for its LSD models: paper E's loss takes soft targets)
@@ -258,6 +264,7 @@ class TrainConfig(FromParams):
         self.backbone = self.backbone or "resnet18"
         self.landmark_backbone = self.landmark_backbone or "resnet50"
         self.clip_length = 1 if self.clip_length is None else self.clip_length
+        self._check_dataset()
         self.head_lr = self.lr if self.head_lr is None else self.head_lr
         self.momentum = 0.9 if self.momentum is None else self.momentum
         self.augment = self.augment or "dan_laptop"
@@ -313,6 +320,24 @@ class TrainConfig(FromParams):
         elif self.num_classes not in (7, 8):
             raise ValueError(f"num_classes must be 7 or 8 for Aff-Wild2 EXPR (6 only for dan_landmarks, paper E's "
                              f"LSD classes); got {self.num_classes}")
+
+    def _check_dataset(self):
+        from .data.splits import KINDS, SEVEN_CLASSES
+        check_names([self.dataset], KINDS, "dataset")
+        if self.dataset == "abaw":
+            return
+        if self.data_root is None:
+            raise ValueError(f"dataset={self.dataset!r} reads data_root, which is None; pass the dataset's folder "
+                             "(the embedded synthetic faces are in the ABAW layout: dataset='abaw')")
+        if (self.dataset == "lsd") != is_lsd_model(self.model):
+            raise ValueError("dataset 'lsd' (paper E's 6 classes) trains the LSD models (dan_landmarks*) and they "
+                             f"train on it or on the synthetic faces; got dataset={self.dataset!r}, model={self.model!r}")
+        if self.task != "expr" or self.clip_length != 1:
+            raise ValueError(f"dataset={self.dataset!r} labels expressions of single images: task must be 'expr' "
+                             f"and clip_length 1 (multi-task and clip runs read the ABAW layout); got task="
+                             f"{self.task!r}, clip_length={self.clip_length}")
+        if self.dataset in SEVEN_CLASSES and self.num_classes == 8:
+            self.num_classes = 7      # its 7 basic classes: an empty Other would score F1 0 in the mean
 
     def synthetic_options(self) -> dict[str, Any]:
         """The generator options of the synthetic faces this run asks for (fer_kit.data.synthetic)."""

@@ -39,6 +39,7 @@ from .data.table import FrameTable
 from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
 from .data.sources import dataset_root, lsd_tables
+from .data.splits import read_splits
 from .data.transforms import eval_transform, mixup_batch, train_transform
 from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss
 from .models import create_model
@@ -115,6 +116,8 @@ def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, FrameTable |
     validation and test in cfg.val_style (`lsd_tables`)."""
     if is_lsd_model(cfg.model):
         return lsd_tables(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, cfg.style, cfg.val_style, cfg.progress)
+    if cfg.dataset != "abaw":                       # RAF-DB, AffectNet, FER2013, ExpW, class folders
+        return read_splits(cfg.dataset, cfg.data_root, cfg.num_classes, cfg.seed)
     root, source = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, style=cfg.style,
                                 progress=cfg.progress, **cfg.synthetic_options())
     if cfg.val_style and cfg.val_style != cfg.style and cfg.data_root is None:

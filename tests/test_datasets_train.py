@@ -1,0 +1,147 @@
+"""Every dataset kind trains: a small fixture in each dataset's own on-disk format, one epoch through the
+CLI (`--dataset <kind> --data_root <folder>`), and notebook 04 pointed at one by its parameters."""
+import json
+
+import numpy as np
+import papermill as pm
+import pytest
+
+from fer_kit import train
+from fer_kit.config import TrainConfig
+from fer_kit.data.splits import KINDS, carve, read_splits
+from fer_kit.data.table import DropReport, FrameTable
+from fer_kit.labels import EXPR_CLASSES
+from fer_kit.paths import project_dir
+from test_readers_datasets import AFFECTNET_HEADER, affectnet_row, pixels, write_image
+
+PER_CLASS = 4          # images per class and split: enough for a carved split to hold whole classes
+
+
+def shade(i):
+    return 40 + (i * 37) % 180
+
+
+def make_rafdb(root):
+    lines = []
+    for split, n in (("train", PER_CLASS * 2), ("test", PER_CLASS)):
+        for code in range(1, 8):                                   # 1 Surprise ... 7 Neutral
+            for i in range(n):
+                name = f"{split}_{code}{i:04d}"
+                write_image(root / "basic" / "Image" / "aligned" / f"{name}_aligned.jpg", shade(code * 10 + i), (16, 16))
+                lines.append(f"{name}.jpg {code}")
+    (root / "basic" / "EmoLabel").mkdir(parents=True)
+    (root / "basic" / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+
+
+def make_affectnet(root):
+    for csv_name, n in (("training.csv", PER_CLASS * 2), ("validation.csv", PER_CLASS)):
+        rows = []
+        for code in range(8):                                      # 0 Neutral ... 7 Contempt
+            for i in range(n):
+                name = f"{csv_name[0]}{code}/{i}.jpg"
+                write_image(root / "Manually_Annotated_Images" / name, shade(code * 10 + i), (20, 20))
+                rows.append(affectnet_row(name, code, box=(2, 2, 16, 16)))
+        lists = root / "Manually_Annotated_file_lists"
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / csv_name).write_text("\n".join([AFFECTNET_HEADER] + rows) + "\n")
+
+
+def make_fer2013(root):
+    rows = ["emotion,pixels,Usage"]
+    for usage, n in (("Training", PER_CLASS * 2), ("PublicTest", PER_CLASS), ("PrivateTest", PER_CLASS)):
+        rows += [f'{code},"{pixels(code * 100 + i)}",{usage}' for code in range(7) for i in range(n)]
+    root.mkdir(parents=True)
+    (root / "fer2013.csv").write_text("\n".join(rows) + "\n")
+
+
+FER_FOLDERS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def make_fer2013_folders(root):
+    for split, n in (("train", PER_CLASS * 2), ("test", PER_CLASS)):
+        for c, name in enumerate(FER_FOLDERS):
+            for i in range(n):
+                write_image(root / split / name / f"{i}.png", shade(c * 10 + i), (16, 16))
+
+
+def make_expw(root):
+    lines = []
+    for code in range(7):                                          # 0 angry ... 6 neutral
+        for i in range(PER_CLASS * 3):
+            name = f"{code}_{i}.jpg"
+            write_image(root / "image" / "origin" / name, shade(code * 10 + i), (30, 30))
+            lines.append(f"{name} 0 2 3 25 24 50.0 {code}")        # top left right bottom confidence expression
+    (root / "label").mkdir(parents=True)
+    (root / "label" / "label.lst").write_text("\n".join(lines) + "\n")
+
+
+def make_folders(root):
+    for c, name in enumerate(EXPR_CLASSES):                        # all 8, with Other: no split folders
+        for i in range(PER_CLASS * 3):
+            write_image(root / name / f"{i}.jpg", shade(c * 10 + i), (16, 16))
+
+
+MAKERS = {"rafdb": make_rafdb, "affectnet": make_affectnet, "fer2013": make_fer2013,
+          "fer2013_folders": make_fer2013_folders, "expw": make_expw, "folders": make_folders}
+
+
+def test_every_kind_has_a_fixture_here():
+    assert set(MAKERS) == set(KINDS) - {"abaw", "lsd"}      # abaw: the synthetic faces; lsd: tests/test_lsd_shift.py
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+def test_one_epoch_through_the_cli(kind, tmp_path):
+    root = tmp_path / kind
+    MAKERS[kind](root)
+    out = tmp_path / "run"
+    result = train.main(["--dataset", kind, "--data_root", str(root), "--model", "test_dan", "--epochs", "1",
+                         "--image_size", "32", "--batch_size", "8", "--progress", "False", "--out_dir", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    seven = kind != "affectnet" and kind != "folders"
+    assert m["config"]["dataset"] == kind and m["config"]["num_classes"] == (7 if seven else 8)
+    assert len(m["best"]["per_class_f1"]) == m["config"]["num_classes"] and kind in m["data"]["source"]
+    assert m["test"] is not None and m["data"]["test_frames"] > 0 and m["data"]["val_frames"] > 0
+    assert result.best["epoch"] == 1
+
+
+def test_carved_splits_take_whole_groups_and_every_class(tmp_path):
+    n = 70
+    table = FrameTable(paths=[tmp_path / f"{i}.jpg" for i in range(n)], labels=np.arange(n) % 7,
+                       videos=np.array([f"v{i // 2}" for i in range(n)]), classes=EXPR_CLASSES[:7],
+                       report=DropReport(source="toy", lines=n, kept=n))
+    rest, carved = carve(table, 0.2, seed=1, name="validation")
+    assert len(rest) + len(carved) == n and not set(rest.videos) & set(carved.videos)
+    assert set(carved.labels) == set(range(7)) and 0.1 < len(carved) / n < 0.3
+    assert "validation split carved from toy" in carved.report.source and carved.report.dropped == {}
+    again = carve(table, 0.2, seed=1, name="validation")[1]
+    assert list(again.videos) == list(carved.videos)                                   # seeded
+
+
+def test_a_dataset_needs_its_folder_and_fitting_settings(tmp_path):
+    with pytest.raises(ValueError, match="dataset='rafdb' reads data_root, which is None"):
+        TrainConfig(dataset="rafdb")
+    with pytest.raises(ValueError, match=r"unknown dataset 'raf_db' \(did you mean 'rafdb'\?\)"):
+        TrainConfig(dataset="raf_db", data_root=str(tmp_path))
+    with pytest.raises(ValueError, match="task must be 'expr'"):
+        TrainConfig(dataset="rafdb", data_root=str(tmp_path), model="ddamfn", task="mtl")
+    with pytest.raises(ValueError, match="dataset 'lsd'"):
+        TrainConfig(dataset="lsd", data_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_splits("rafdb", tmp_path / "nowhere", 7)
+    for name in EXPR_CLASSES[:7]:                                  # class folders without Other
+        write_image(tmp_path / "g" / name / "0.jpg")
+    with pytest.raises(ValueError, match="no training frames labelled Other .*num_classes=7"):
+        read_splits("folders", tmp_path / "g", 8)
+
+
+@pytest.mark.notebooks
+def test_notebook_04_trains_on_rafdb_by_its_parameters(tmp_path):
+    make_rafdb(tmp_path / "raf")
+    pm.execute_notebook(project_dir() / "notebooks" / "04_train_dan.ipynb", tmp_path / "out.ipynb",
+                        parameters=dict(dataset="rafdb", data_root=str(tmp_path / "raf"), model="test_dan", epochs=1,
+                                        image_size=32, batch_size=8, out_dir=str(tmp_path / "run"),
+                                        figures_dir=str(tmp_path / "figures")),
+                        kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["config"]["dataset"] == "rafdb" and m["config"]["num_classes"] == 7
+    assert m["data"]["train_frames"] + m["data"]["val_frames"] == 7 * PER_CLASS * 2 and m["data"]["test_frames"] == 7 * PER_CLASS
