@@ -28,12 +28,9 @@ from torch.nn import functional as F
 
 from fer_kit import metrics
 from fer_kit.config import TrainConfig
-from fer_kit.data.abaw import read_expr_any
-from fer_kit.data.fer2013 import read_fer2013_folders
-from fer_kit.labels import EXPR_CLASSES
 from fer_kit.data.dataset import load_image
 from fer_kit.data.synthetic import SyntheticConfig, default_cache_dir, ensure_synthetic
-from fer_kit.train import fit, load_expr_data, predict, seed_everything
+from fer_kit.train import fit, load_expr_data, predict, seed_everything, split_tables
 
 
 def small_grey_faces(n_frames: int, size: int = 48, seed: int = 0) -> Path:
@@ -51,49 +48,22 @@ def small_grey_faces(n_frames: int, size: int = 48, seed: int = 0) -> Path:
     return dst
 
 
-def class_folders_as_abaw(root: Path, val_share: float = 0.1, seed: int = 0) -> Path:
-    """A folder of real faces in the FER2013 image layout (`train/` and `test/`, a folder per class) as
-    the ABAW layout the kit trains on: each image its own "video" (a link, not a copy; the bootstrap then
-    resamples images), a seeded `val_share` of train held out for validation. Written once."""
-    train, test = read_fer2013_folders(root, "train"), read_fer2013_folders(root, "test")
-    classes = 8 if (np.concatenate([train.labels, test.labels]) == 7).any() else 7    # no "Other": the 7 classes
-    dst = default_cache_dir() / "benchmarks" / f"{root.resolve().name}-abaw{classes}"
-    if (dst / "done").exists():
-        return dst
-    shutil.rmtree(dst, ignore_errors=True)
-    val = np.random.default_rng(seed).random(len(train)) < val_share
-    header = ",".join(EXPR_CLASSES[:classes])
-    for split, table, keep in (("Train_Set", train, ~val), ("Validation_Set", train, val),
-                               ("Test_Set", test, np.ones(len(test), bool))):
-        notes = dst / "annotations" / "EXPR_Classification_Challenge" / split
-        notes.mkdir(parents=True)
-        for i in np.flatnonzero(keep):
-            name = f"{split.split('_')[0].lower()}_{i:06d}"
-            (dst / "cropped_aligned" / name).mkdir(parents=True)
-            (dst / "cropped_aligned" / name / "00001.jpg").symlink_to(Path(table.paths[i]).resolve())
-            (notes / f"{name}.txt").write_text(f"{header}\n{table.labels[i]}\n")
-    (dst / "done").write_text("")
-    return dst
-
-
-def num_classes(root: Path) -> int:
-    """7 for a converted 7-class folder (FER2013), else the ABAW 8."""
-    return 7 if root.name.endswith("-abaw7") else 8
-
-
-def tensors(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    table = read_expr_any(root, split, num_classes(root))
+def tensors(table, size: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     x = torch.stack([load_image(p, size) for p in table.paths])          # (N, 3, size, size) uint8
     return x, torch.as_tensor(table.labels), np.asarray(table.videos)
 
 
-def plain_baseline(root: Path, minutes: float, size: int = 64, batch: int = 64, lr: float = 2e-3, seed: int = 0):
-    """The plain script: everything in memory, augment whole batches, one-cycle sized to the clock."""
+def plain_baseline(root: Path, dataset: str, minutes: float, size: int = 64, batch: int = 64, lr: float = 2e-3,
+                   seed: int = 0):
+    """The plain script: everything in memory, augment whole batches, one-cycle sized to the clock. Its
+    train and test frames are the kit run's (the same split_tables)."""
     seed_everything(seed)
-    (x, y, _), (xt, yt, videos) = tensors(root, "Train_Set", size), tensors(root, "Test_Set", size)
+    train, _, test, _ = split_tables(TrainConfig(data_root=str(root), dataset=dataset, seed=seed, progress=False))
+    classes = len(train.classes)
+    (x, y, _), (xt, yt, videos) = tensors(train, size), tensors(test, size)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     norm = lambda b: (b.float() / 255 - mean) / std
-    model = timm.create_model("resnet18", num_classes=num_classes(root)).to(memory_format=torch.channels_last)
+    model = timm.create_model("resnet18", num_classes=classes).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     budget, start, steps, total, sched = minutes * 60, time.monotonic(), 0, None, None
     while total is None or steps < total:
@@ -120,8 +90,7 @@ def plain_baseline(root: Path, minutes: float, size: int = 64, batch: int = 64, 
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(norm(b).contiguous(memory_format=torch.channels_last)).argmax(1) for b in xt.split(256)])
-    return scores(yt.numpy(), pred.numpy(), videos, num_classes(root)), {"steps": steps, "seconds": seconds,
-                                                                       "image_size": size}
+    return scores(yt.numpy(), pred.numpy(), videos, classes), {"steps": steps, "seconds": seconds, "image_size": size}
 
 
 def scores(y: np.ndarray, pred: np.ndarray, videos: np.ndarray, classes: int) -> dict:
@@ -133,9 +102,9 @@ def scores(y: np.ndarray, pred: np.ndarray, videos: np.ndarray, classes: int) ->
     return out
 
 
-def kit_default(root: Path, minutes: float, seed: int = 0, **changes):
+def kit_default(root: Path, dataset: str, minutes: float, seed: int = 0, **changes):
     """The kit's run with nothing but the data and the minutes given (and `changes`)."""
-    cfg = TrainConfig(data_root=str(root), minutes=minutes, seed=seed, progress=False, num_classes=num_classes(root),
+    cfg = TrainConfig(data_root=str(root), dataset=dataset, minutes=minutes, seed=seed, progress=False,
                       out_dir="runs/benchmarks/minutes_vs_plain_kit", **changes)
     data = load_expr_data(cfg)                       # decoding, as the plain script's, is not on the clock
     result = fit(cfg, data)
@@ -153,17 +122,15 @@ if __name__ == "__main__":
     ap.add_argument("--n_frames", type=int, default=10_000, help="synthetic frames (train + validation + test)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if args.data_root is None:
-        root = small_grey_faces(args.n_frames, seed=args.seed)
-    elif (Path(args.data_root) / "train").is_dir() and (Path(args.data_root) / "test").is_dir():
-        root = class_folders_as_abaw(Path(args.data_root), seed=args.seed)    # FER2013-style class folders
-    else:
-        root = Path(args.data_root)                                           # the ABAW layout
-    print(f"data: {root}   {args.minutes:g} minutes each   threads: {torch.get_num_threads()}")
-    rows = {"kit default (DAN-R18, laptop)": kit_default(root, args.minutes, args.seed),
-            "plain script (ResNet-18, 64 px)": plain_baseline(root, args.minutes, seed=args.seed),
+    root = Path(args.data_root) if args.data_root else small_grey_faces(args.n_frames, seed=args.seed)
+    # FER2013-style train/ and test/ class folders (each image its own "video": the bootstrap resamples
+    # images; validation is carved from train), else the ABAW layout
+    dataset = "fer2013_folders" if (root / "train").is_dir() and (root / "test").is_dir() else "abaw"
+    print(f"data: {root} ({dataset})   {args.minutes:g} minutes each   threads: {torch.get_num_threads()}")
+    rows = {"kit default (DAN-R18, laptop)": kit_default(root, dataset, args.minutes, args.seed),
+            "plain script (ResNet-18, 64 px)": plain_baseline(root, dataset, args.minutes, seed=args.seed),
             # paper A's inverse-frequency sampling trades accuracy for mean F1: the default without it
-            "kit default, uniform sampling": kit_default(root, args.minutes, args.seed, weighted_sampling=False)}
+            "kit default, uniform sampling": kit_default(root, dataset, args.minutes, args.seed, weighted_sampling=False)}
     print(f"\n{'run':34s} {'px':>3s} {'steps':>6s} {'minutes':>7s}   {'test accuracy':22s}   {'test P_EXPR':22s}")
     for name, (s, info) in rows.items():
         cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in (s["accuracy"], s["p_expr"])]

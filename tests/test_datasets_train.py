@@ -8,7 +8,7 @@ import pytest
 
 from fer_kit import train
 from fer_kit.config import TrainConfig
-from fer_kit.data.splits import KINDS, carve, read_splits
+from fer_kit.data.splits import KINDS, SEVEN_CLASSES, carve, read_splits
 from fer_kit.data.table import DropReport, FrameTable
 from fer_kit.labels import EXPR_CLASSES
 from fer_kit.paths import project_dir
@@ -97,8 +97,7 @@ def test_one_epoch_through_the_cli(kind, tmp_path):
     result = train.main(["--dataset", kind, "--data_root", str(root), "--model", "test_dan", "--epochs", "1",
                          "--image_size", "32", "--batch_size", "8", "--progress", "False", "--out_dir", str(out)])
     m = json.loads((out / "metrics.json").read_text())
-    seven = kind != "affectnet" and kind != "folders"
-    assert m["config"]["dataset"] == kind and m["config"]["num_classes"] == (7 if seven else 8)
+    assert m["config"]["dataset"] == kind and m["config"]["num_classes"] == (7 if kind in SEVEN_CLASSES else 8)
     assert len(m["best"]["per_class_f1"]) == m["config"]["num_classes"] and kind in m["data"]["source"]
     assert m["test"] is not None and m["data"]["test_frames"] > 0 and m["data"]["val_frames"] > 0
     assert result.best["epoch"] == 1

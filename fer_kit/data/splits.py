@@ -36,7 +36,7 @@ VAL_FRACTION = 0.1   # the share of groups carved as validation (and as test) wh
 def carve(table: FrameTable, fraction: float, seed: int, name: str) -> tuple[FrameTable, FrameTable]:
     """(rest, carved): about `fraction` of the table's groups (videos or images; never split) drawn by
     sklearn's StratifiedGroupKFold, so each class keeps its share. The carved table's report names
-    where it came from; the rest keeps the reader's drop counts."""
+    where it came from; the rest's report counts the frames held out beside the reader's drops."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     groups = np.unique(table.videos)
@@ -50,10 +50,9 @@ def carve(table: FrameTable, fraction: float, seed: int, name: str) -> tuple[Fra
     _, carved_idx = next(kfold.split(np.zeros(len(table)), labels, table.videos))
     is_carved = np.zeros(len(table), bool)
     is_carved[carved_idx] = True
-    rest, carved = table.subset(~is_carved), table.subset(is_carved)
     source = table.report.source
-    rest.report = replace(table.report, source=f"{source} (less the {name} split carved from it)", kept=len(rest),
-                          dropped=dict(table.report.dropped))
+    rest = table.keep(~is_carved, f"held out as the {name} split", source=f"{source} (less the {name} split)")
+    carved = table.subset(is_carved)
     carved.report = replace(table.report, source=f"{name} split carved from {source} ({1 / folds:.0%} of its "
                             f"{len(groups):,} groups, seed {seed})", lines=len(carved), kept=len(carved), dropped={})
     return rest, carved
