@@ -105,7 +105,7 @@ def train_paper_a(cfg: EnsembleStudyConfig, data) -> dict[str, list[Member]]:
     weak = cfg
     if cfg.transfer or cfg.weak_from == "pretrain":
         pre_cfg = pretrain_config(cfg)
-        print(f"pretraining on {cfg.pretrain_style} faces of other people -> {pre_cfg.out_dir}")
+        print(f"pretraining on synthetic {cfg.pretrain_style} faces of other people -> {pre_cfg.out_dir}")
         fit(pre_cfg)
         pretrained = f"{pre_cfg.out_dir}/best.pt"
         if cfg.transfer:
@@ -120,10 +120,14 @@ def train_paper_a(cfg: EnsembleStudyConfig, data) -> dict[str, list[Member]]:
 
 
 def pretrain_config(cfg: EnsembleStudyConfig) -> TrainConfig:
-    """The run the transfer-learned models start from: DAN on faces of another style and other people."""
+    """The run the transfer-learned models start from: DAN on synthetic faces of another style and other
+    people, whatever the dataset of the study. On a real dataset that is transfer from another dataset, as
+    paper A's AffectNet pretraining; pretraining on the study's own training split would be no transfer,
+    and a split carved under another seed would hold the study's validation frames. The classes are the
+    study's (the synthetic faces less Other for a 7-class dataset), so the classifier carries over."""
     return cfg.train_config(style=cfg.pretrain_style, seed=cfg.seed + 100, weighted_sampling=True,
                             n_frames=cfg.pretrain_frames, epochs=cfg.pretrain_epochs, init_from=None,
-                            out_dir=f"{cfg.out_dir}/pretrain_{cfg.pretrain_style}")
+                            dataset="abaw", data_root=None, out_dir=f"{cfg.out_dir}/pretrain_{cfg.pretrain_style}")
 
 
 def bag_lsd(cfg: EnsembleStudyConfig, init_from: str | None = None):

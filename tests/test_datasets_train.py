@@ -144,3 +144,32 @@ def test_notebook_04_trains_on_rafdb_by_its_parameters(tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["dataset"] == "rafdb" and m["config"]["num_classes"] == 7
     assert m["data"]["train_frames"] + m["data"]["val_frames"] == 7 * PER_CLASS * 2 and m["data"]["test_frames"] == 7 * PER_CLASS
+
+
+def test_paper_a_study_pretrains_on_synthetic_faces_whatever_the_dataset(tmp_path):
+    """Notebook 09's "DAN TL" is transfer from another dataset (paper A: AffectNet): on a real dataset the
+    pretraining run reads the synthetic faces, with the study's classes so the classifier carries over."""
+    from fer_kit import ensemble
+    from fer_kit.config import EnsembleStudyConfig
+
+    cfg = EnsembleStudyConfig(dataset="rafdb", data_root=str(tmp_path))
+    pre = ensemble.pretrain_config(cfg)
+    assert (pre.dataset, pre.data_root, pre.num_classes, pre.style) == ("abaw", None, 7, cfg.pretrain_style)
+    assert pre.out_dir.startswith(cfg.out_dir) and pre.init_from is None
+
+
+@pytest.mark.notebooks
+def test_notebook_06_trains_on_rafdb_and_compares_on_all_frames(tmp_path):
+    """Only the synthetic faces record which region an occluder covers: on a real dataset notebook 06
+    compares SCAN+CCI with its baseline on all test frames instead of failing on an empty split."""
+    from fer_kit.data.examples import write_example
+
+    root = write_example("rafdb", tmp_path / "raf", per_class=2, size=32)
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(project_dir() / "notebooks" / "06_train_scan_cci.ipynb", out,
+                        parameters=dict(dataset="rafdb", data_root=str(root), epochs=1, image_size=48, batch_size=8,
+                                        max_batches=2, out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "fig")),
+                        kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["config"]["dataset"] == "rafdb" and list(m["occlusion"]) == ["all"]
+    assert m["occlusion"]["all"]["frames"] == 7 * 2 and "comparison is on all frames" in out.read_text()

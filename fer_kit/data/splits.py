@@ -115,3 +115,13 @@ def read_splits(kind: str, root: str | Path, num_classes: int = 8,
         if len(table) == 0:
             raise ValueError(f"{table.report}: no usable frames left")
     return train, val, test, f"{kind} at {root}"
+
+
+def split_summary(kind: str, root: str | Path, num_classes: int | None = None, seed: int = 0) -> dict:
+    """One row about a dataset on disk: the frames of each split, where each split came from, and what
+    the reader dropped from the training files and why (a run prints the same reports)."""
+    num_classes = num_classes or (7 if kind in SEVEN_CLASSES else 8)
+    train, val, test, _ = read_splits(kind, root, num_classes, seed)
+    return {"dataset": kind, "classes": num_classes, "train": len(train), "validation": len(val), "test": len(test),
+            "validation from": val.report.source, "test from": test.report.source,
+            "dropped from train": ", ".join(f"{n} {why}" for why, n in train.report.dropped.items()) or "nothing"}
