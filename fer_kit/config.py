@@ -92,6 +92,8 @@ class FromParams:
 # Paper E: its code's recipe (notes §6.3: Adam 1e-4, no weight decay, batch 128, ExponentialLR 0.6, 12 epochs,
 # 4 heads, 224 px; ResNet-50 in both branches) is "paper_e"; "laptop_e" trains DAN-R18 plus a ResNet-18
 # appearance branch from scratch at 80 px (DAN's heads then see a 3x3 map) with the laptop DAN rate.
+AUGMENT_ON = ("auto", "image", "batch")
+
 # Augmentation: each preset names its paper's recipe (fer_kit.data.transforms.RECIPES). Paper A lists its
 # augmentations without values ("paper_a"; its code applies none); paper B's code flips and jitters
 # ("paper_b"); paper C's code flips and jitters ("paper_c"); paper D names none, so DDAMFN's base code's
@@ -234,6 +236,8 @@ class TrainConfig(FromParams):
     head_lr: float | None = None      # lr of the branches/heads where a model has groups (paper C); None = preset's, else lr
     momentum: float | None = None     # SGD momentum; None = the preset's, else 0.9
     augment: str | None = None        # training augmentation recipe (dan_laptop, paper_a, paper_b, paper_c, paper_e, ...); None = the preset's
+    augment_on: str = "auto"          # "image" (each face in the loader: the reference), "batch" (the whole batch on the
+                                      # training device, fer_kit.data.batch_augment); "auto" = batch on a GPU, image on a CPU
     mixup_alpha: float | None = None  # mixup Beta(alpha, alpha) per batch, paper E's LSD models only; None = the preset's, 0 = off
     clip_grad: float = 1.0            # gradient-norm clipping (paper A's code)
     focal_gamma: float = 2.0          # focal loss focusing parameter (0 = cross-entropy)
@@ -272,6 +276,10 @@ class TrainConfig(FromParams):
         from .data.transforms import RECIPES             # torch-heavy: imported only when a config is made
         if self.augment not in RECIPES:
             raise ValueError(f"unknown augment recipe {self.augment!r}; choose one of {', '.join(RECIPES)}")
+        check_names([self.augment_on], AUGMENT_ON, "augment_on")
+        if self.augment_on == "batch" and self.augment == "paper_a":
+            raise ValueError("augment 'paper_a' picks one of six whole pipelines per image and has no batched version; "
+                             "use augment_on='image' (or 'auto' on a CPU)")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0 (0 = off); got {self.mixup_alpha}")
         if self.mixup_alpha and not is_lsd_model(self.model):

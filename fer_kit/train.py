@@ -12,6 +12,8 @@ atomically and read back with `weights_only=True`.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -40,8 +42,10 @@ from .data.dataset import FrameDataset
 from .data.sampling import weighted_sampler
 from .data.sources import dataset_root, lsd_tables
 from .data.splits import read_splits
+from .data.batch_augment import BatchAugment
 from .data.transforms import eval_transform, mixup_batch, train_transform
-from .losses import DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss
+from .losses import (DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss, denormalize_landmarks,
+                     normalize_landmarks)
 from .models import create_model
 from .paths import output_dir, shown
 from .schedules import Clock, lr_factor
@@ -311,12 +315,43 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
+def batch_augmentation(cfg: TrainConfig, data: ExprData, device: torch.device) -> tuple[ExprData, BatchAugment | None]:
+    """With augment_on "batch" (or "auto" on a GPU), the training frames leave the loader as uint8 and
+    their recipe runs on whole batches on the device: the same draws per image, without a GPU waiting
+    on a loader that augments one face at a time. Returns the data to load and the batch augmentation
+    (None: each face is augmented in the loader, as before)."""
+    frames = data.train.frames if isinstance(data.train, ClipDataset) else data.train
+    on_batch = cfg.augment_on == "batch" or (cfg.augment_on == "auto" and device.type != "cpu"
+                                             and cfg.augment != "paper_a")   # paper_a: per image only
+    if not on_batch or frames.transform is None:
+        return data, None
+    augment = BatchAugment(frames.transform)
+    plain = copy.copy(frames)
+    plain.transform = None                       # the loader now hands over decoded uint8 frames
+    if isinstance(data.train, ClipDataset):
+        clips = copy.copy(data.train)
+        clips.frames = plain
+        plain = clips
+    return dataclasses.replace(data, train=plain), augment
+
+
+def _augment_batch(augment: BatchAugment, x: torch.Tensor, y):
+    """Run the batch augmentation on a batch already on the device; LSD targets' landmarks ([-1, 1]
+    coordinates) move with their faces."""
+    pts = y.get("landmarks") if isinstance(y, dict) else None
+    x, moved = augment(x, None if pts is None else denormalize_landmarks(pts, x.shape[-2:]))
+    if moved is not None:
+        y = {**y, "landmarks": normalize_landmarks(moved, x.shape[-2:])}
+    return (x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x), y
+
+
 def batches_per_epoch(loader, cfg: TrainConfig) -> int:
     return len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
 
 
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int,
-                    start: dict | None = None, checkpoint=None, after_step=None) -> dict[str, float]:
+                    start: dict | None = None, checkpoint=None, after_step=None,
+                    augment: BatchAugment | None = None) -> dict[str, float]:
     """One pass over the loader. `start` continues a mid-epoch checkpoint: its first `step` batches are
     drawn again (the loader must be rebuilt from the epoch's first sampler state) but not trained on, then
     the global RNGs are set to where they were, so the rest of the epoch is exactly the uninterrupted one.
@@ -342,6 +377,8 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
             continue
         x = _to_device(x, device)
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
+        if augment is not None:                          # augment_on="batch": the recipe on the whole batch
+            x, y = _augment_batch(augment, x, y)
         n = len(x)
         with _autocast(device):
             if cfg.mixup_alpha:
@@ -632,7 +669,7 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
-RESUMABLE = ("epochs", "progress", "device", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
+RESUMABLE = ("epochs", "progress", "device", "augment_on", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
 
@@ -760,6 +797,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     seed_everything(cfg.seed)
     data = data or load_expr_data(cfg)
     device = select_device(cfg.device)
+    data, augment = batch_augmentation(cfg, data, device)
     _write_json(cfg.to_dict(), out_dir / "config.json")
     size_note = image_size_note(cfg)
     print(f"image size {size_note}")
@@ -846,7 +884,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch, start=partial,
                                    checkpoint=_every(cfg.checkpoint_minutes, lambda step, sums, n: save_checkpoint(
                                        resumable(epoch - 1, step, sums, n, epoch_rng), last_path)),
-                                   after_step=after_step))
+                                   after_step=after_step, augment=augment))
         partial = None
         if cfg.schedule == "exponential":
             scheduler.step()

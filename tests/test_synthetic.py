@@ -203,3 +203,21 @@ def test_faces_look_like_faces():
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SyntheticConfig(**bad)
+
+
+def test_workers_do_not_hang_after_the_parent_used_opencv(tmp_path):
+    """A fresh interpreter that has used cv2's thread pool (as a notebook cropping faces has) then renders
+    with two forked workers: before the fix this waited forever inside the first worker."""
+    import subprocess
+    import sys
+
+    script = (
+        "import cv2, numpy as np\n"
+        "from fer_kit.data.synthetic import SyntheticConfig, ensure_synthetic\n"
+        "img = np.zeros((224, 224, 3), np.uint8)\n"
+        "for _ in range(10): cv2.resize(img, (500, 500)); cv2.warpAffine(img, np.eye(2, 3), (112, 112))\n"
+        f"ensure_synthetic(SyntheticConfig(n_frames=300, seed=1), cache_dir={str(tmp_path)!r}, progress=False, workers=2)\n"
+        "print('rendered', cv2.getNumThreads())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "rendered" in done.stdout, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 1 or (__import__("os").cpu_count() or 1) == 1   # the parent's pool is back

@@ -478,9 +478,18 @@ def write_dataset(cfg: SyntheticConfig, root: Path, progress: bool = True, worke
     if workers > 1:
         # the platform's default start method, as torch's DataLoader uses: fork on Linux (no main-module
         # guard needed in scripts), spawn on macOS and Windows; workers use numpy and OpenCV only
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context()) as pool:
-            for done in pool.map(_write_video, jobs, chunksize=4):
-                bar.update(done)
+        # OpenCV's thread pool does not survive a fork: a worker that touches it (cv2.setNumThreads, or any
+        # parallel cv2 call) waits forever on threads that exist only in the parent, once the parent has used
+        # cv2 (a notebook that cropped faces, a test session). Shrinking the parent's pool to one thread before
+        # forking stops those threads cleanly; the parent gets its own count back afterwards.
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context()) as pool:
+                for done in pool.map(_write_video, jobs, chunksize=4):
+                    bar.update(done)
+        finally:
+            cv2.setNumThreads(threads)
     else:
         for job in jobs:
             bar.update(_write_video(job))

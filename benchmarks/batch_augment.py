@@ -1,0 +1,54 @@
+"""Batched augmentation against the per-image recipe it stands for, measured in one run.
+
+    python benchmarks/batch_augment.py [batch_size] [repeats]
+
+For paper E's recipe (colour jitter with hue, flip, affine, erasing; with 68 landmarks, as its LSD models
+train) and DAN's recipes ("dan_laptop", the kit's default, and "dan"), at 112 and 224 px: the same batch
+of faces is augmented image by image (what the loader does with augment_on="image") and as one batch
+(augment_on="batch", on this CPU; a GPU runs the same code on its own device). Each timing is the best
+of `repeats`, the two paths interleaved, so both see the same machine. Prints faces per second for each
+path and their ratio.
+"""
+import sys
+import time
+
+import torch
+
+from fer_kit.data.batch_augment import BatchAugment
+from fer_kit.data.synthetic import render_faces
+from fer_kit.data.transforms import apply_with_landmarks, train_transform
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(batch_size: int = 128, repeats: int = 3) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batches of {batch_size}")
+    for size in (112, 224):
+        faces = render_faces(batch_size, size=size, seed=0)
+        x = torch.from_numpy(faces["images"]).permute(0, 3, 1, 2).contiguous()      # (B, 3, size, size) uint8
+        pts = torch.as_tensor(faces["landmarks"], dtype=torch.float32)            # (B, 68, 2) pixel centres
+        for recipe, with_landmarks in (("paper_e", True), ("dan_laptop", False), ("dan", False)):
+            t = train_transform(recipe, size)
+            batched = BatchAugment(t)
+            if with_landmarks:
+                per_image = lambda: [apply_with_landmarks(t, x[i], pts[i]) for i in range(batch_size)]
+                per_batch = lambda: batched(x, pts)
+            else:
+                per_image = lambda: [t(x[i]) for i in range(batch_size)]
+                per_batch = lambda: batched(x)
+            per_image(), per_batch()                                             # warm-up
+            one, whole = best_of(per_image, repeats), best_of(per_batch, repeats)
+            print(f"{recipe:>10} at {size} px{' + landmarks' if with_landmarks else '':12}: per image "
+                  f"{batch_size / one:7,.0f} faces/s, batched {batch_size / whole:7,.0f} faces/s, "
+                  f"ratio {one / whole:5.1f}x")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:3]))
