@@ -92,8 +92,6 @@ class FromParams:
 # Paper E: its code's recipe (notes §6.3: Adam 1e-4, no weight decay, batch 128, ExponentialLR 0.6, 12 epochs,
 # 4 heads, 224 px; ResNet-50 in both branches) is "paper_e"; "laptop_e" trains DAN-R18 plus a ResNet-18
 # appearance branch from scratch at 80 px (DAN's heads then see a 3x3 map) with the laptop DAN rate.
-AUGMENT_ON = ("auto", "image", "batch")
-
 # Augmentation: each preset names its paper's recipe (fer_kit.data.transforms.RECIPES). Paper A lists its
 # augmentations without values ("paper_a"; its code applies none); paper B's code flips and jitters
 # ("paper_b"); paper C's code flips and jitters ("paper_c"); paper D names none, so DDAMFN's base code's
@@ -134,6 +132,7 @@ TASKS = ("expr", "mtl", "va", "au")
 EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folder that already holds a run
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
+AUGMENT_ON = ("auto", "image", "batch")   # where a recipe runs: TrainConfig.augment_on
 
 
 @functools.lru_cache(maxsize=32)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from .landmarks import IBUG_FLIP
+from .landmarks import flip_landmarks
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, RandomErasingFace, RandomHorizontalFlipFace
 
 Params = dict
@@ -73,7 +73,8 @@ class Flip:
 
 def _mirror(pts, width: int):
     """Mirrored points, renamed into iBUG order when they are the 68 landmarks."""
-    pts = pts[:, IBUG_FLIP] if pts.shape[1] == 68 else pts
+    if pts.shape[1] == 68:
+        return flip_landmarks(pts, width)
     return torch.stack([width - 1 - pts[..., 0], pts[..., 1]], -1)
 
 
@@ -97,7 +98,6 @@ def _warp(x, pts, lin, shift, mode: str):
     f = torch.float32
     u = torch.arange(w, dtype=f, device=x.device) - (w - 1) / 2          # (W,) output columns from the centre
     v = torch.arange(h, dtype=f, device=x.device) - (h - 1) / 2          # (H,)
-    inv, t_inv = inv.to(f), t_inv.to(f)
     sx = inv[:, 0, 0, None, None] * u + inv[:, 0, 1, None, None] * v[:, None] + (t_inv[:, 0, None, None] + (w - 1) / 2)
     sy = inv[:, 1, 0, None, None] * u + inv[:, 1, 1, None, None] * v[:, None] + (t_inv[:, 1, None, None] + (h - 1) / 2)
     if mode == "nearest":
@@ -326,7 +326,7 @@ class Geometry:
         x, pts = _warp(x, pts, lin, shift, self.mode)
         if pts is not None and pts.shape[1] == 68:
             rows = flipped.nonzero().squeeze(1).to(x.device)                 # rename the mirrored points
-            pts = pts.index_copy(0, rows, pts[rows][:, IBUG_FLIP])
+            pts = pts.index_copy(0, rows, flip_landmarks(pts[rows]))
         return x, pts
 
 
