@@ -133,6 +133,8 @@ EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folde
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
 AUGMENT_ON = ("auto", "image", "batch")   # where a recipe runs: TrainConfig.augment_on
+CACHES = ("auto", "memory", "disk", "none")   # where decoded frames live: TrainConfig.cache, fer_kit.data.cache
+MEMORY_GB = 2.0      # cache="auto": a split whose uint8 frames fit this many GiB is held in memory, a larger one on disk
 
 
 @functools.lru_cache(maxsize=32)
@@ -248,6 +250,11 @@ class TrainConfig(FromParams):
     # run
     seed: int = 0
     device: str = "auto"              # "auto" = cuda > mps > cpu
+    cache: str = "auto"               # decoded frames: "memory", "disk" (built once, rebuilt when a source file changes),
+                                      # "none" (decoded per batch, in loader workers); "auto" = memory up to cache_gb, else disk
+    cache_gb: float = MEMORY_GB       # the memory budget of cache "auto", GiB of frames per split
+    cache_dir: str | None = None      # where disk caches go; None = frames/ under $FER_KIT_CACHE (else ~/.cache/fer_kit)
+    workers: int | None = None        # decoding processes (cache builds, cache "none"); None = up to 4 cores
     out_dir: str = "runs/04_train_dan"   # relative paths are under the project folder
     figures_dir: str = "figures"      # where the notebook saves its figures
     max_batches: int | None = None    # stop each epoch early (smoke tests)
@@ -276,6 +283,11 @@ class TrainConfig(FromParams):
         if self.augment not in RECIPES:
             raise ValueError(f"unknown augment recipe {self.augment!r}; choose one of {', '.join(RECIPES)}")
         check_names([self.augment_on], AUGMENT_ON, "augment_on")
+        check_names([self.cache], CACHES, "cache")
+        if not self.cache_gb > 0:
+            raise ValueError(f"cache_gb must be > 0 (GiB of frames cache 'auto' may hold in memory); got {self.cache_gb}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = decode in the training process) or None; got {self.workers}")
         if self.augment_on == "batch" and self.augment == "paper_a":
             raise ValueError("augment 'paper_a' picks one of six whole pipelines per image and has no batched version; "
                              "use augment_on='image' (or 'auto' on a CPU)")

@@ -43,11 +43,7 @@ def member_data(data, index: np.ndarray):
     if isinstance(train, ClipDataset):
         raise ValueError("ensemble members are trained on frames; clip models (paper B) join an ensemble "
                          "through their run folders (`load_member`)")
-    sub = FrameDataset(train.table.subset(index), train.image_size, train.transform, preload=False,
-                       targets=train.targets)
-    if train.images is not None:
-        sub.images = train.images[torch.as_tensor(index, dtype=torch.long)]
-    return ExprData(train=sub, val=data.val, test=data.test, classes=data.classes, source=data.source)
+    return ExprData(train=train.subset(index), val=data.val, test=data.test, classes=data.classes, source=data.source)
 
 
 def member_subsets(cfg: EnsembleConfig, data) -> list[np.ndarray]:

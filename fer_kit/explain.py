@@ -426,15 +426,15 @@ def _val_table(cfg: TrainConfig):
 
 def load_faces(cfg: TrainConfig, n_faces: int = 120, seed: int = 0) -> Faces:
     """n_faces validation faces of a run's data (classes taking turns), at the run's image size."""
-    from .data.dataset import FrameDataset
     from .data.transforms import eval_transform
     from .losses import denormalize_landmarks
+    from .train import frame_dataset
 
     table = _val_table(cfg)
     table = table.subset(np.isfinite(table.landmarks).all(axis=(1, 2)))
     table = table.subset(_stratified(table.labels, n_faces, seed))
     s = cfg.image_size
-    ds = FrameDataset(table, s, eval_transform(), progress=False, targets="landmarks")
+    ds = frame_dataset(cfg, table, eval_transform(), "landmarks", progress=False)
     pts = denormalize_landmarks(ds.landmarks, s).numpy()                     # (N, 68, 2) at S
     pixels = torch.stack([ds.image(i) for i in range(len(ds))])            # (N, 3, S, S) uint8
     return Faces(images=torch.stack([ds.transform(im) for im in pixels]),

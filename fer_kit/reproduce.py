@@ -144,15 +144,14 @@ def _saved_config(saved: dict):
 def au_threshold_study(run_dir: str | Path) -> dict:
     """Paper D's per-AU thresholds for a multi-task or AU run folder: its best checkpoint on its own
     validation split (notebook 07 does this for its main run; notebook 11 for every run with an AU head)."""
-    from .data.dataset import FrameDataset
     from .data.transforms import eval_transform
     from .ensemble import load_member
-    from .train import predict_tasks, split_tables
+    from .train import frame_dataset, predict_tasks, split_tables
 
     run_dir = Path(run_dir) if Path(run_dir).is_absolute() else output_dir() / run_dir
     cfg = _saved_config(json.loads((run_dir / "config.json").read_text()))
     _, val, _, _ = split_tables(cfg)
-    dataset = FrameDataset(val, cfg.image_size, eval_transform(), progress=False, targets="mtl")
+    dataset = frame_dataset(cfg, val, eval_transform(), "mtl", progress=False)
     outs, targets = predict_tasks(load_member(run_dir).model, dataset)
     return metrics.au_threshold_study(targets["au"], outs["au"], val.videos, seed=cfg.seed)
 

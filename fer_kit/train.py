@@ -135,6 +135,24 @@ def split_tables(cfg: TrainConfig) -> tuple[FrameTable, FrameTable, FrameTable |
     return tables[0], tables[1], tables[2] if len(tables) == 3 else None, source
 
 
+def frame_dataset(cfg: TrainConfig, table: FrameTable, transform=None, targets: str = "expr",
+                  progress: bool | None = None) -> FrameDataset:
+    """A table's frames at the run's size, decoded and kept where cfg.cache says (fer_kit.data.cache):
+    what training, evaluation, ensembles and Grad-CAM all read."""
+    return FrameDataset(table, cfg.image_size, transform, cache=cfg.cache, targets=targets, cache_dir=cfg.cache_dir,
+                        memory_gb=cfg.cache_gb, workers=cfg.workers,
+                        progress=cfg.progress if progress is None else progress)
+
+
+def loader_workers(cfg: TrainConfig, dataset) -> int:
+    """DataLoader processes for a split: none where frames are already decoded (reading one costs
+    microseconds), else cfg.workers or all cores but the training one, up to 4, decoding ahead."""
+    frames = dataset.frames if isinstance(dataset, ClipDataset) else dataset
+    if getattr(frames, "images", None) is not None:
+        return 0
+    return cfg.workers if cfg.workers is not None else min(4, (os.cpu_count() or 1) - 1)
+
+
 def load_expr_data(cfg: TrainConfig) -> ExprData:
     """The run's splits as datasets: EXPR labels, or (task="mtl") VA, EXPR and AU targets; with
     clip_length > 1 (paper B) clips of that many consecutive frames of one video."""
@@ -145,10 +163,9 @@ def load_expr_data(cfg: TrainConfig) -> ExprData:
             print(table.report)
 
     def held_out(table):
-        return FrameDataset(table, cfg.image_size, eval_transform(), progress=cfg.progress, targets=targets)
+        return frame_dataset(cfg, table, eval_transform(), targets)
     data = ExprData(
-        train=FrameDataset(train, cfg.image_size, train_transform(cfg.augment, cfg.image_size), progress=cfg.progress,
-                           targets=targets),
+        train=frame_dataset(cfg, train, train_transform(cfg.augment, cfg.image_size), targets),
         val=held_out(val), test=held_out(test) if test is not None else None,
         classes=train.classes, source=source,
     )
@@ -669,7 +686,8 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
-RESUMABLE = ("epochs", "progress", "device", "augment_on", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
+RESUMABLE = ("epochs", "progress", "device", "augment_on", "cache", "cache_gb", "cache_dir", "workers", "exist",
+             "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
 
@@ -817,9 +835,11 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
         if cfg.weighted_sampling and cfg.task == "expr" and cfg.clip_length == 1 else None   # paper B: none for clips
-    # num_workers=0: on a 2-core laptop, worker processes slow training down
+    # decoding workers (cache "none") are started anew each epoch, seeded from `gen`: their per-face
+    # augmentation draws then follow the run's seed
     loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
-                        generator=gen, drop_last=len(data.train) > cfg.batch_size)
+                        generator=gen, drop_last=len(data.train) > cfg.batch_size,
+                        num_workers=loader_workers(cfg, data.train))
     per_epoch = batches_per_epoch(loader, cfg)
     clock = Clock(cfg.minutes * 60, per_epoch, val_steps=len(data.val) / cfg.batch_size / 3) if cfg.minutes else None
     if cfg.schedule == "exponential":

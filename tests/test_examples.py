@@ -31,7 +31,7 @@ def test_every_face_reads_back_under_the_class_it_was_drawn_as(kind, tmp_path):
     bank_class = np.concatenate([np.full(len(v), c) for c, v in rendered.items()])
     drawn = []
     for table in splits:
-        faces = FrameDataset(table, size, preload=True, progress=False, box_margin=0.0).images.numpy()
+        faces = FrameDataset(table, size, progress=False, box_margin=0.0).images.numpy()
         nearest = ((grey(faces)[:, None, :] - bank[None]) ** 2).mean(-1).argmin(1)
         assert (bank_class[nearest] == table.labels).all(), (kind, table.report.source)
         drawn.append(set(nearest))

@@ -25,7 +25,7 @@ def write_image(path, value=128, size=(8, 8)):
 
 
 def loads(table):
-    ds = FrameDataset(table, 112, preload=True, progress=False)
+    ds = FrameDataset(table, 112, progress=False)
     assert tuple(ds.images.shape) == (len(table), 3, 112, 112)
     return ds
 
@@ -278,6 +278,6 @@ def test_boxed_faces_are_cropped_around_their_box(tmp_path):
     (tmp_path / "label").mkdir()
     (tmp_path / "label" / "label.lst").write_text("a.png 0 20 50 70 40 90.0 3\n")   # top left right bottom
     table = read_expw(tmp_path)
-    x = FrameDataset(table, 32, preload=True, progress=False, box_margin=0.0).image(0)
+    x = FrameDataset(table, 32, progress=False, box_margin=0.0).image(0)
     assert x.shape == (3, 32, 32)
     assert x[0].float().mean() > 200 and x[1].float().mean() < 60     # all face, no background

@@ -1,10 +1,12 @@
-"""A torch Dataset over a FrameTable, with an optional in-memory store of decoded frames.
+"""A torch Dataset over a FrameTable, reading its decoded frames from memory, a disk cache or the files.
 
-Decoding a JPEG costs more than a ResNet-18 forward pass of a 112 px face on a laptop CPU, so for the
-synthetic default (and any set that fits in memory) every frame is decoded once and kept as uint8.
+Decoding a JPEG costs more than a ResNet-18 forward pass of a 112 px face on a laptop CPU, so every
+frame is decoded once and kept as uint8: in memory where the split fits (the synthetic default), in a
+disk cache where it does not (Aff-Wild2), see `fer_kit.data.cache`.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable
 
@@ -12,14 +14,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from ..labels import VA_INVALID
-
-MIN_SIDE = 8     # px; a smaller image (a 1x1 placeholder) holds no face to learn from
 from ..losses import denormalize_landmarks, normalize_landmarks
+from .cache import MEMORY_GB, DiskFrames, decode_to_memory, open_disk_cache, resolve_cache
 from .table import FrameTable
 from .transforms import apply_with_landmarks, crop_face
+
+MIN_SIDE = 8     # px; a smaller image (a 1x1 placeholder) holds no face to learn from
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
@@ -53,9 +55,32 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 TARGETS = ("expr", "mtl", "landmarks")
 
 
+def decode_frame(table: FrameTable, i: int, size: int, margin: float = 0.2) -> torch.Tensor:
+    """Frame i of a table as the network sees it before augmentation: uint8 (3, size, size)."""
+    box = None if table.boxes is None else table.boxes[i]
+    if table.images is None and box is not None and np.isfinite(box).all():
+        # whole photos with a face box (AffectNet, ExpW): crop the face as ABAW's crops are made
+        return crop_face(load_image(table.paths[i]), box, margin=margin, size=size)
+    if table.images is None:
+        return load_image(table.paths[i], size)
+    x = torch.from_numpy(np.ascontiguousarray(table.images[i])).permute(2, 0, 1)   # pixels held in memory
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x[None].float(), size=(size,) * 2, mode="bilinear",
+                                            antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
+    return x
+
+
+TARGETS = ("expr", "mtl", "landmarks")
+
+
 class FrameDataset(Dataset):
-    """Faces and labels of a FrameTable; `preload` decodes everything up front (with a progress bar).
-    Frames with a face box (table.boxes) are cropped around it with `box_margin`.
+    """Faces and labels of a FrameTable. Frames with a face box (table.boxes) are cropped around it with
+    `box_margin`.
+
+    cache: where the decoded frames live (`fer_kit.data.cache`): "memory" (decoded up front, with a
+    progress bar), "disk" (a cache file built once and reused while its source files are unchanged),
+    "none" (each frame decoded when asked for, e.g. in DataLoader workers), or "auto" (memory when the
+    split fits `memory_gb`, else disk).
 
     targets="expr" yields (image, class index); targets="mtl" yields (image, {"expr", "va", "au"}) with
     ABAW's invalid markers (EXPR -1, VA -5, AU -1), so a frame whose VA is invalid still trains EXPR
@@ -65,7 +90,8 @@ class FrameDataset(Dataset):
     NaN where a frame has none (the loss then skips it)."""
 
     def __init__(self, table: FrameTable, image_size: int = 112, transform: Callable | None = None,
-                 preload: bool = True, progress: bool = True, box_margin: float = 0.2, targets: str = "expr"):
+                 cache: str = "memory", progress: bool = True, box_margin: float = 0.2, targets: str = "expr",
+                 cache_dir: str | None = None, memory_gb: float = MEMORY_GB, workers: int | None = None):
         self.table, self.image_size, self.transform, self.box_margin = table, image_size, transform, box_margin
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}; got {targets!r}")
@@ -83,29 +109,34 @@ class FrameDataset(Dataset):
                 raise ValueError(f"{table.report.source}: landmark targets need a table with landmarks "
                                  "(fer_kit.data.abaw.read_landmarks); this one has none")
             self.landmarks = self._normalised_landmarks(table)                                     # (N, 68, 2)
-        self.images: torch.Tensor | None = None
-        if preload:
-            images = torch.empty((len(table), 3, image_size, image_size), dtype=torch.uint8)
-            for i, p in enumerate(tqdm(table.paths, desc=f"decoding {table.report.source}", unit="img",
-                                       disable=not progress, mininterval=10.0)):
-                images[i] = self._decode(i)
-            self.images = images
+        self.cache = resolve_cache(cache, len(table), image_size, memory_gb)
+        self.images: torch.Tensor | DiskFrames | None = None        # None: decoded when asked for
+        if self.cache == "memory":
+            self.images = decode_to_memory(table, image_size, box_margin, decode_frame, workers, progress)
+        elif self.cache == "disk":
+            self.images = open_disk_cache(table, image_size, box_margin, decode_frame, cache_dir, workers, progress)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def _decode(self, i: int) -> torch.Tensor:
-        box = None if self.table.boxes is None else self.table.boxes[i]
-        if self.table.images is None and box is not None and np.isfinite(box).all():
-            # whole photos with a face box (AffectNet, ExpW): crop the face as ABAW's crops are made
-            return crop_face(load_image(self.table.paths[i]), box, margin=self.box_margin, size=self.image_size)
-        if self.table.images is None:
-            return load_image(self.table.paths[i], self.image_size)
-        x = torch.from_numpy(np.ascontiguousarray(self.table.images[i])).permute(2, 0, 1)   # pixels held in memory
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = torch.nn.functional.interpolate(x[None].float(), size=(self.image_size,) * 2, mode="bilinear",
-                                                antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
-        return x
+        return decode_frame(self.table, i, self.image_size, self.box_margin)
+
+    def subset(self, index) -> "FrameDataset":
+        """The same dataset narrowed to some frames (repeats allowed): its decoded frames are indexed,
+        never decoded again."""
+        index = np.asarray(index, np.int64)
+        out = copy.copy(self)
+        out.table = self.table.subset(index)
+        at = torch.from_numpy(index)
+        for name in ("labels", "va", "au", "landmarks"):
+            if hasattr(self, name):
+                setattr(out, name, getattr(self, name)[at])
+        if isinstance(self.images, DiskFrames):
+            out.images = self.images.take(index)
+        elif self.images is not None:
+            out.images = self.images[at]
+        return out
 
     @staticmethod
     def _normalised_landmarks(table: FrameTable) -> torch.Tensor:

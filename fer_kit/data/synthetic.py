@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from tqdm import tqdm
 
 from ..labels import AFFWILD2_EXPR_COUNTS, AU_NAMES, EXPR_CLASSES, LSD_CLASSES, LSD_FOLDERS
 from .face_render import STYLES, render_video
+from .parallel import default_workers, ordered_map
 
 GENERATOR_VERSION = 7  # bump when the drawing changes, so stale caches are not reused
 
@@ -473,26 +472,9 @@ def write_dataset(cfg: SyntheticConfig, root: Path, progress: bool = True, worke
     jobs = [(str(root), video["name"], fr, cfg.image_size, cfg.seed, v)
             for v, (video, fr) in enumerate(zip(plan["videos"], plan["frames"]))]
     total = sum(int((~fr["missing"]).sum()) for fr in plan["frames"])
-    workers = workers or min(os.cpu_count() or 1, 4)
     bar = tqdm(total=total, desc="rendering synthetic faces", unit="face", disable=not progress, mininterval=10.0)
-    if workers > 1:
-        # the platform's default start method, as torch's DataLoader uses: fork on Linux (no main-module
-        # guard needed in scripts), spawn on macOS and Windows; workers use numpy and OpenCV only
-        # OpenCV's thread pool does not survive a fork: a worker that touches it (cv2.setNumThreads, or any
-        # parallel cv2 call) waits forever on threads that exist only in the parent, once the parent has used
-        # cv2 (a notebook that cropped faces, a test session). Shrinking the parent's pool to one thread before
-        # forking stops those threads cleanly; the parent gets its own count back afterwards.
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context()) as pool:
-                for done in pool.map(_write_video, jobs, chunksize=4):
-                    bar.update(done)
-        finally:
-            cv2.setNumThreads(threads)
-    else:
-        for job in jobs:
-            bar.update(_write_video(job))
+    for done in ordered_map(_write_video, jobs, workers or default_workers(), chunksize=4):   # numpy and OpenCV only
+        bar.update(done)
     bar.close()
     _write_lsd(root, plan)
     return {"videos": len(jobs), "images": total}
