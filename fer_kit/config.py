@@ -133,6 +133,7 @@ EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folde
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
 AUGMENT_ON = ("auto", "image", "batch")   # where a recipe runs: TrainConfig.augment_on
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # TrainConfig.precision, fer_kit.precision
 CACHES = ("auto", "memory", "disk", "none")   # where decoded frames live: TrainConfig.cache, fer_kit.data.cache
 MEMORY_GB = 2.0      # cache="auto": a split whose uint8 frames fit this many GiB is held in memory, a larger one on disk
 
@@ -250,6 +251,8 @@ class TrainConfig(FromParams):
     # run
     seed: int = 0
     device: str = "auto"              # "auto" = cuda > mps > cpu
+    precision: str = "auto"           # "fp32", "bf16", "fp16" (GPU) autocast; "auto" = bf16 where the device has it natively
+                                      # (CPU: AVX512-BF16/AMX, unless the model is measured slower in it), fp16 on older GPUs
     cache: str = "auto"               # decoded frames: "memory", "disk" (built once, rebuilt when a source file changes),
                                       # "none" (decoded per batch, in loader workers); "auto" = memory up to cache_gb, else disk
     cache_gb: float = MEMORY_GB       # the memory budget of cache "auto", GiB of frames per split
@@ -284,6 +287,7 @@ class TrainConfig(FromParams):
             raise ValueError(f"unknown augment recipe {self.augment!r}; choose one of {', '.join(RECIPES)}")
         check_names([self.augment_on], AUGMENT_ON, "augment_on")
         check_names([self.cache], CACHES, "cache")
+        check_names([self.precision], PRECISIONS, "precision")
         if not self.cache_gb > 0:
             raise ValueError(f"cache_gb must be > 0 (GiB of frames cache 'auto' may hold in memory); got {self.cache_gb}")
         if self.workers is not None and self.workers < 0:

@@ -30,6 +30,7 @@ from .data.dataset import FrameDataset
 from .data.sampling import bagging_subsets
 from .metrics import gain_sentence, paired_gain  # noqa: F401  (part of this module's API: notebook 09)
 from .paths import output_dir, shown
+from .precision import resolve as resolve_precision
 from .train import ExprData, config_parser, fit, load_expr_data, load_run, record
 
 COMBINERS = ("soft", "logit_sum", "weighted")
@@ -193,6 +194,8 @@ def predict_members(members: list[Member], dataset: FrameDataset, batch_size: in
         raise ValueError("predict_members takes a frame dataset; evaluate clip models with train.predict")
     device = torch.device(device)
     models = [m.model.to(device).eval() for m in members]
+    # each member in the precision its own evaluation used, so its column here is its own predictions
+    policies = [resolve_precision(m.config.precision, device, model) for m, model in zip(members, models)]
     size = dataset.image_size
     n = len(dataset)
     logits, va, au = None, None, None
@@ -200,10 +203,11 @@ def predict_members(members: list[Member], dataset: FrameDataset, batch_size: in
                  disable=not progress, mininterval=5.0)
     for x, s, e in steps:
         x = _normalise(x, dataset).to(device).contiguous(memory_format=torch.channels_last)
-        for k, (member, model) in enumerate(zip(members, models)):
+        for k, (member, model, policy) in enumerate(zip(members, models, policies)):
             xi = x if member.config.image_size == size else nn.functional.interpolate(
                 x, size=(member.config.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
-            out = model(xi)
+            with policy.autocast():
+                out = model(xi)
             z = _expr_output(out).float().cpu().numpy()
             if logits is None:
                 logits = np.zeros((len(members), n, z.shape[1]), np.float32)

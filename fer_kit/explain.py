@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -322,9 +323,12 @@ def region_mask(landmarks: np.ndarray, region: str, size: int | tuple[int, int])
 
 
 def class_mask(landmarks: np.ndarray, class_name: str, size: int | tuple[int, int]) -> np.ndarray:
-    """The union of the regions of the AUs that define `class_name`; all False for Neutral and Other."""
+    """The union of the regions of the AUs that define `class_name`; all False for Neutral and Other, and
+    where the landmarks are unknown (NaN: a dataset without them)."""
     h, w = (size, size) if isinstance(size, (int, np.integer)) else size
     mask = np.zeros((h, w), bool)
+    if not np.isfinite(landmarks).all():
+        return mask
     for region in sorted({AU_REGION[a] for a in class_aus(class_name)}):
         mask |= region_mask(landmarks, region, (h, w))
     return mask
@@ -369,8 +373,13 @@ class Faces:
 
     @property
     def scorable(self) -> np.ndarray:
-        """Faces whose class has AU regions (not Neutral, not Other)."""
+        """Faces whose class has AU regions (not Neutral, not Other) and whose landmarks are known."""
         return self.masks.any(axis=(1, 2))
+
+    def first_of(self, class_names: Sequence[str]) -> list[int]:
+        """The first face of each named class that is among these faces (a dataset may lack some)."""
+        return [int(np.flatnonzero(self.labels == self.classes.index(c))[0]) for c in class_names
+                if c in self.classes and (self.labels == self.classes.index(c)).any()]
 
     def subset(self, index) -> "Faces":
         idx = np.asarray(index)
@@ -411,36 +420,45 @@ def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _val_table(cfg: TrainConfig):
-    """The run's validation frames with landmarks: the table its own validation used."""
+    """The run's validation frames, with their landmarks where the dataset has them (the synthetic faces
+    and LSD do; RAF-DB, AffectNet and the others do not, nor an Aff-Wild2 copy without landmarks/)."""
     from .data.abaw import read_expr_any, read_landmarks
     from .data.sources import dataset_root, lsd_tables
+    from .data.splits import read_splits
 
     if is_lsd_model(cfg.model):
         return lsd_tables(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, cfg.style, cfg.val_style, False)[1]
+    if cfg.dataset != "abaw":
+        return read_splits(cfg.dataset, cfg.data_root, cfg.num_classes, cfg.seed)[1]
     root, _ = dataset_root(cfg.data_root, cfg.n_frames, cfg.balance, cfg.seed, style=cfg.style, progress=False)
     table = read_expr_any(root, "Validation_Set", cfg.num_classes)
-    if not (Path(root) / "landmarks").is_dir():
-        raise ValueError(f"{table.report.source}: no landmarks/ folder, so no AU regions (the synthetic data has one)")
-    return read_landmarks(root, table)
+    return read_landmarks(root, table) if (Path(root) / "landmarks").is_dir() else table
 
 
 def load_faces(cfg: TrainConfig, n_faces: int = 120, seed: int = 0) -> Faces:
-    """n_faces validation faces of a run's data (classes taking turns), at the run's image size."""
+    """n_faces validation faces of a run's data (classes taking turns), at the run's image size. Without
+    landmarks a face has no AU regions: its maps can be drawn but not scored (`Faces.scorable` is False)."""
     from .data.transforms import eval_transform
     from .losses import denormalize_landmarks
     from .train import frame_dataset
 
     table = _val_table(cfg)
-    table = table.subset(np.isfinite(table.landmarks).all(axis=(1, 2)))
+    marked = table.landmarks is not None
+    if marked:
+        table = table.subset(np.isfinite(table.landmarks).all(axis=(1, 2)))
     table = table.subset(_stratified(table.labels, n_faces, seed))
     s = cfg.image_size
-    ds = frame_dataset(cfg, table, eval_transform(), "landmarks", progress=False)
-    pts = denormalize_landmarks(ds.landmarks, s).numpy()                     # (N, 68, 2) at S
+    ds = frame_dataset(cfg, table, eval_transform(), "landmarks" if marked else "expr", progress=False)
     pixels = torch.stack([ds.image(i) for i in range(len(ds))])            # (N, 3, S, S) uint8
+    if marked:
+        pts = denormalize_landmarks(ds.landmarks, s).numpy()                 # (N, 68, 2) at S
+        masks = np.stack([class_mask(p, table.classes[k], s) for p, k in zip(pts, table.labels)])
+    else:
+        pts = np.full((len(table), 68, 2), np.nan, np.float32)
+        masks = np.zeros((len(table), s, s), bool)                          # class_mask of unknown landmarks
     return Faces(images=torch.stack([ds.transform(im) for im in pixels]),
                  pixels=pixels.permute(0, 2, 3, 1).numpy() / 255.0, labels=table.labels.copy(),
-                 classes=tuple(table.classes), landmarks=pts,
-                 masks=np.stack([class_mask(p, table.classes[k], s) for p, k in zip(pts, table.labels)]),
+                 classes=tuple(table.classes), landmarks=pts, masks=masks,
                  source=table.report.source, videos=table.videos.copy())
 
 
@@ -571,13 +589,28 @@ def untrained_model(cfg: TrainConfig) -> nn.Module:
     return train.build_model(cfg).eval()
 
 
+def unfit_reason(family: str, dataset: str = "abaw", data_root: str | None = None) -> str | None:
+    """Why a paper's model cannot train on this data (None: it can)."""
+    if dataset == "lsd":
+        return None if family == "dan_landmarks" else "LSD's 6 classes train paper E's model only"
+    if family == "ddamfn" and dataset != "abaw":
+        return "multi-task: needs the ABAW layout's valence-arousal and AU labels"
+    if family == "dan_landmarks" and not (dataset == "abaw" and data_root is None):
+        return "paper E's 6 LSD classes: trains on LSD (dataset='lsd') or the synthetic faces"
+    return None
+
+
 def fallback_config(family: str, n_frames: int = 3000, epochs: int = 2, seed: int = 0,
-                    max_batches: int | None = None, progress: bool = False) -> TrainConfig:
+                    max_batches: int | None = None, progress: bool = False, dataset: str = "abaw",
+                    data_root: str | None = None) -> TrainConfig:
     """A small run of one paper's model for when its notebook's run folder is absent (laptop presets;
     paper B per frame; paper C on the 7 ABAW 2020 classes; paper D multi-task; paper E on the 6 LSD
-    classes, photo faces in both splits)."""
+    classes, photo faces in both splits), on the synthetic faces or on `dataset` at `data_root`."""
+    check_names([family], list(PAPER_RUNS), "model family")
+    if (why := unfit_reason(family, dataset, data_root)) is not None:
+        raise ValueError(f"{family} does not train on dataset={dataset!r}: {why}")
     base = dict(n_frames=n_frames, epochs=epochs, seed=seed, max_batches=max_batches, progress=progress,
-                out_dir=f"runs/10_{family}")
+                out_dir=f"runs/10_{family}", dataset=dataset, data_root=data_root)
     per_family = {
         "dan": dict(model="dan"),
         "regnet_transformer": dict(model="regnet_transformer", preset="laptop_b", variant="no_att_trans",
@@ -587,29 +620,38 @@ def fallback_config(family: str, n_frames: int = 3000, epochs: int = 2, seed: in
         "dan_landmarks": dict(model="dan_landmarks", preset="laptop_e", num_classes=6, backbone="resnet18",
                               weighted_sampling=False),
     }
-    check_names([family], list(per_family), "model family")
     return TrainConfig(**base, **per_family[family])
+
+
+def _data_of(cfg: TrainConfig) -> str:
+    return "the synthetic faces" if cfg.data_root is None else f"{cfg.dataset} at {shown(cfg.data_root)}"
 
 
 def obtain_model(family: str, run_dirs: Sequence[str] | None = None, fallback: TrainConfig | None = None,
                  ) -> tuple[nn.Module, TrainConfig, str]:
-    """(model, config, how) from the first existing run folder of `run_dirs` (default PAPER_RUNS[family]);
-    else from an earlier fallback run with the same config; else train `fallback` now."""
+    """(model, config, how) from the first existing run folder of `run_dirs` (default PAPER_RUNS[family])
+    trained on the fallback's data; else from an earlier fallback run with the same config; else train
+    `fallback` now."""
     from . import train
 
+    cfg = fallback or fallback_config(family)
+    passed = []
     for run in run_dirs if run_dirs is not None else PAPER_RUNS[family]:
         if (_resolve(run) / "best.pt").exists():
-            model, cfg = load_run(run)
-            return model, cfg, f"loaded {shown(_resolve(run))}"
-    cfg = fallback or fallback_config(family)
+            model, run_cfg = load_run(run)
+            if (run_cfg.dataset, run_cfg.data_root) == (cfg.dataset, cfg.data_root):
+                return model, run_cfg, f"loaded {shown(_resolve(run))}"
+            passed.append(f"{shown(_resolve(run))} was trained on {_data_of(run_cfg)}, not {_data_of(cfg)}")
+    note = f" ({'; '.join(passed)})" if passed else ""
     done = _resolve(cfg.out_dir) / "best.pt"
     if done.exists() and train.load_checkpoint(done)["config"] == cfg.to_dict():
         model, cfg = load_run(cfg.out_dir)
-        return model, cfg, f"loaded {shown(done.parent)} (trained earlier by this notebook, same settings)"
+        return model, cfg, f"loaded {shown(done.parent)} (trained earlier by this notebook, same settings){note}"
     with contextlib.redirect_stdout(io.StringIO()):       # the epoch lines: summarised below instead
         result = train.fit(cfg)
-    return result.model.eval(), cfg, (f"trained here: {cfg.epochs} epochs on {cfg.n_frames:,} frames, best "
-                                      f"validation score {result.best['score']:.3f} -> {shown(result.out_dir)}")
+    frames = json.loads(result.metrics_path.read_text())["data"]["train_frames"]
+    return result.model.eval(), cfg, (f"trained here: {cfg.epochs} epochs on {frames:,} frames of {_data_of(cfg)}, "
+                                      f"best validation score {result.best['score']:.3f} -> {shown(result.out_dir)}{note}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -620,6 +662,8 @@ class ExplainConfig(FromParams):
     """Notebook 10's parameters (flat literals; `models` and `methods` are comma-separated names)."""
 
     run_dir: str = "runs/04_train_dan"    # notebook 04's DAN run; trained here (small) when absent
+    data_root: str | None = None          # None: the synthetic faces; else the dataset's folder
+    dataset: str = "abaw"                 # data_root's layout (as TrainConfig.dataset)
     models: str = "dan,regnet_transformer,scan_cci,ddamfn,dan_landmarks"   # papers A, B, C, D, E
     methods: str = "gradcam,gradcam++,eigencam,scorecam"
     n_faces: int = 120                    # validation faces per model (classes taking turns)
@@ -634,9 +678,17 @@ class ExplainConfig(FromParams):
     progress: bool = False                # progress bars while training the small runs
 
     def __post_init__(self):
+        from .data.splits import KINDS
+
         check_names(self.model_names, list(PAPER_RUNS), "model family")
         check_names(self.method_names, list(METHODS), "method")
+        check_names([self.dataset], KINDS, "dataset")
         self.require_positive("n_faces", "scorecam_faces", "n_frames", "epochs")
+        if self.dataset != "abaw" and self.data_root is None:
+            raise ValueError(f"dataset={self.dataset!r} reads data_root, which is None; pass the dataset's folder")
+        if not self.families:
+            raise ValueError(f"none of models={self.models!r} trains on dataset={self.dataset!r}: "
+                             + "; ".join(f"{f}: {why}" for f, why in self.skipped.items()))
 
     @property
     def model_names(self) -> list[str]:
@@ -646,9 +698,19 @@ class ExplainConfig(FromParams):
     def method_names(self) -> list[str]:
         return comma_list(self.methods)
 
+    @property
+    def skipped(self) -> dict[str, str]:
+        """The asked-for families that cannot train on this dataset, and why."""
+        return {f: why for f in self.model_names if (why := unfit_reason(f, self.dataset, self.data_root))}
+
+    @property
+    def families(self) -> list[str]:
+        """The asked-for families that train on this dataset (the ones the notebook explains)."""
+        return [f for f in self.model_names if f not in self.skipped]
 
     def fallback(self, family: str) -> TrainConfig:
-        return fallback_config(family, self.n_frames, self.epochs, self.seed, self.max_batches, self.progress)
+        return fallback_config(family, self.n_frames, self.epochs, self.seed, self.max_batches, self.progress,
+                               self.dataset, self.data_root)
 
 
 # ------------------------------------------------------------------------------------------------------

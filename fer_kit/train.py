@@ -22,7 +22,7 @@ import signal
 import tempfile
 import time
 import typing
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -48,6 +48,8 @@ from .losses import (DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, Sequence
                      normalize_landmarks)
 from .models import create_model
 from .paths import output_dir, shown
+from .precision import Precision
+from .precision import resolve as resolve_precision
 from .schedules import Clock, lr_factor
 
 
@@ -309,23 +311,6 @@ def keep_frozen_in_eval(model: nn.Module) -> None:
             m.eval()
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN runs bf16 natively (AVX512-BF16 / AMX). Elsewhere bf16 autocast is emulated:
-    on an AVX2-only 2-core EPYC it trained ResNet-18 ~20x slower than fp32 (benchmarks/train_speed.py)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():  # bf16 needs no gradient scaler
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Images go channels_last (faster convolutions on CPU); clips (B, T, 3, H, W) stay as they are."""
     x = x.to(device, non_blocking=True)
@@ -368,13 +353,16 @@ def batches_per_epoch(loader, cfg: TrainConfig) -> int:
 
 def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfig, epoch: int,
                     start: dict | None = None, checkpoint=None, after_step=None,
-                    augment: BatchAugment | None = None) -> dict[str, float]:
+                    augment: BatchAugment | None = None, policy: Precision | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One pass over the loader. `start` continues a mid-epoch checkpoint: its first `step` batches are
     drawn again (the loader must be rebuilt from the epoch's first sampler state) but not trained on, then
     the global RNGs are set to where they were, so the rest of the epoch is exactly the uninterrupted one.
     `checkpoint(step, sums, n_seen)` is offered every finished step (fit decides whether to save);
     `after_step()` follows every optimiser step (a per-step schedule) and ends the epoch early when it
-    returns True (a run sized in minutes or steps has reached its last step)."""
+    returns True (a run sized in minutes or steps has reached its last step). `policy` is the run's
+    precision (default: cfg.precision resolved here); `scaler` scales fp16 losses (fp16 runs only)."""
+    policy = policy or resolve_precision(cfg.precision, device, model)
     model.train()
     if getattr(model, "features_frozen", False):       # the heads-only stage (set_stage)
         keep_frozen_in_eval(model)
@@ -397,7 +385,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         if augment is not None:                          # augment_on="batch": the recipe on the whole batch
             x, y = _augment_batch(augment, x, y)
         n = len(x)
-        with _autocast(device):
+        with policy.autocast():
             if cfg.mixup_alpha:
                 # paper E's code: the emotion branch sees the mixed batch and learns lam y_a + (1 - lam) y_b
                 # (soft targets into its weighted CE); the landmark branch sees the unmixed faces
@@ -412,16 +400,24 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
                                      f"try a lower lr (now {cfg.lr}) or clip_grad")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:                                            # fp16: clip and check the unscaled gradients
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
         # the norm is measured even without clipping (max_norm inf scales by exactly 1): a NaN or infinite
         # gradient would otherwise turn every weight into NaN with a finite loss on this step
         norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
                                         cfg.clip_grad or float("inf"))
-        if not torch.isfinite(norm):
+        if scaler is not None:                           # an fp16 overflow: the scaler skips this step and
+            scaler.step(optimizer)                       # lowers its scale, as fp16 training expects
+            scaler.update()
+        elif not torch.isfinite(norm):
             raise FloatingPointError(f"the gradients became {norm.item()} at epoch {epoch}, step {step} (the loss "
                                      f"{loss.item():.4g} was finite); try a lower lr (now {cfg.lr}) or clip_grad, "
                                      "and look for a log, sqrt or division of zero in the model or loss")
-        optimizer.step()
+        else:
+            optimizer.step()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
         n_seen += n
@@ -437,26 +433,28 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
 
 
 @torch.no_grad()
-def _outputs(model: nn.Module, dataset, batch_size: int, device, progress: bool = False):
+def _outputs(model: nn.Module, dataset, batch_size: int, device, progress: bool = False, precision: str = "auto"):
     """(model output, targets) batch by batch over a whole dataset, in order, in eval mode: the one
-    inference loop the predict functions share. Batches of clips hold batch_size frames in all."""
+    inference loop the predict functions share. Batches of clips hold batch_size frames in all.
+    `precision` as TrainConfig.precision (auto: what training on this device would use for this model)."""
     device = torch.device(device)
+    policy = resolve_precision(precision, device, model)
     model.eval()
     if isinstance(dataset, ClipDataset):
         batch_size = max(1, batch_size // dataset.clip_length)
     for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
                      disable=not progress, mininterval=2.0):
-        with _autocast(device):
+        with policy.autocast():
             yield model(_to_device(x, device)), y
 
 
 def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            progress: bool = False, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) for every frame of a dataset and the labels (N,), in the table's frame order (for
     whole-split metrics). For clip datasets the padding is dropped: each real frame counts once."""
     clips = isinstance(dataset, ClipDataset)
     logits, labels = [], []
-    for out, y in _outputs(model, dataset, batch_size, device, progress):
+    for out, y in _outputs(model, dataset, batch_size, device, progress, precision):
         z = (out.logits if hasattr(out, "logits") else out).float().cpu()
         if clips:                                   # (B, T, C), (B, T) -> the real frames only
             z, y = z[y >= 0], y[y >= 0]
@@ -471,11 +469,11 @@ def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.devi
 
 
 def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
-                  progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                  progress: bool = False, precision: str = "auto") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A multi-task model's outputs over a whole dataset ({"va", "expr", "au"}, AU as probabilities) and
     the matching targets, in order."""
     outs, targets = {}, {}
-    for out, y in _outputs(model, dataset, batch_size, device, progress):
+    for out, y in _outputs(model, dataset, batch_size, device, progress, precision):
         for k in ("va", "expr", "au"):
             if getattr(out, k) is not None:
                 v = getattr(out, k).float().cpu()
@@ -485,12 +483,12 @@ def predict_tasks(model: nn.Module, dataset, batch_size: int = 128, device: torc
     return ({k: torch.cat(v).numpy() for k, v in outs.items()}, {k: torch.cat(v).numpy() for k, v in targets.items()})
 
 
-def predict_landmarks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu"
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def predict_landmarks(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",
+                      precision: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Paper E's two outputs over a whole dataset: logits (N, C), labels (N,), predicted and target
     landmarks (N, 68, 2) in normalised coordinates."""
     cols = {"logits": [], "labels": [], "pred": [], "true": []}
-    for out, y in _outputs(model, dataset, batch_size, device):
+    for out, y in _outputs(model, dataset, batch_size, device, precision=precision):
         for k, v in zip(cols, (out.logits, y["expr"], out.landmarks, y["landmarks"])):
             cols[k].append(v.float().cpu() if v.is_floating_point() else v)
     return tuple(torch.cat(v).numpy() for v in cols.values())
@@ -506,7 +504,8 @@ def frame_videos(dataset) -> np.ndarray:
     return (dataset.frames if isinstance(dataset, ClipDataset) else dataset).table.videos
 
 
-def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", interval: bool = False) -> dict:
+def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", interval: bool = False,
+             precision: str = "auto") -> dict:
     """Whole-split report; its "score" is the run's model-selection metric: P_EXPR (mean F1 over 8
     classes), or P for multi-task runs.
 
@@ -520,17 +519,17 @@ def evaluate(model, dataset, classes, batch_size: int = 128, device="cpu", inter
     """
     kind = getattr(dataset, "targets", "expr")
     if kind == "mtl":
-        outs, targets = predict_tasks(model, dataset, batch_size, device)
+        outs, targets = predict_tasks(model, dataset, batch_size, device, precision=precision)
         report = metrics.task_report(outs, targets, classes)
         score = metrics.task_score_fn(outs, targets, len(classes))
     elif kind == "landmarks":      # paper E: LSD mean F1 over 6, landmark error
-        logits, labels, pred, true = predict_landmarks(model, dataset, batch_size, device)
+        logits, labels, pred, true = predict_landmarks(model, dataset, batch_size, device, precision)
         report = metrics.lsd_report(labels, logits.argmax(1), class_names=list(classes))
         report = {"score": report["lsd_mean_f1"], **report, **metrics.landmark_errors(pred, true)}
         y, p = labels, logits.argmax(1)
         score = metrics.frame_score_fn(y, p, "p_expr", len(classes))
     else:
-        logits, labels = predict(model, dataset, batch_size, device)
+        logits, labels = predict(model, dataset, batch_size, device, precision=precision)
         y, p = labels, logits.argmax(1)
         report = metrics.expr_report(y, p, num_classes=len(classes), class_names=list(classes))
         report = {"score": report.get("abaw2020", report["p_expr"]), **report}
@@ -686,8 +685,8 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
-RESUMABLE = ("epochs", "progress", "device", "augment_on", "cache", "cache_gb", "cache_dir", "workers", "exist",
-             "checkpoint_minutes", "out_dir", "figures_dir")
+RESUMABLE = ("epochs", "progress", "device", "precision", "augment_on", "cache", "cache_gb", "cache_dir", "workers",
+             "exist", "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
 
@@ -832,6 +831,9 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     model = model.to(device).to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
+    policy = resolve_precision(cfg.precision, device, model)
+    scaler = policy.scaler()
+    print(f"precision {policy} on {device.type}")
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
         if cfg.weighted_sampling and cfg.task == "expr" and cfg.clip_length == 1 else None   # paper B: none for clips
@@ -856,6 +858,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         gen.set_state(state["sampler_rng"])             # the sampler's state at the start of the unfinished epoch
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         if clock is not None and state.get("clock"):
@@ -871,7 +875,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         return {"model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "sampler_rng": epoch_rng,
                 "epoch": epoch, "step": step, "sums": dict(sums or {}), "n_seen": n_seen, "history": history,
-                "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None}
+                "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None,
+                "scaler": scaler.state_dict() if scaler is not None else None}
 
     if open_ended or cfg.schedule != "exponential":
         print(f"{cfg.schedule} schedule over " + (f"{cfg.minutes:g} minutes (its steps sized to the clock)" if clock
@@ -904,14 +909,14 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch, start=partial,
                                    checkpoint=_every(cfg.checkpoint_minutes, lambda step, sums, n: save_checkpoint(
                                        resumable(epoch - 1, step, sums, n, epoch_rng), last_path)),
-                                   after_step=after_step, augment=augment))
+                                   after_step=after_step, augment=augment, policy=policy, scaler=scaler))
         partial = None
         if cfg.schedule == "exponential":
             scheduler.step()
         seconds = time.perf_counter() - t0
         row.update(steps=scheduler.last_epoch if cfg.schedule != "exponential" else None, last_lr=last_lr[0])
         t_val = time.perf_counter()
-        report = evaluate(model, data.val, data.classes, device=device)
+        report = evaluate(model, data.val, data.classes, device=device, precision=cfg.precision)
         if clock is not None:
             clock.validated(time.perf_counter() - t_val)
         row.update(seconds=seconds, val_score=report["score"])
@@ -934,11 +939,13 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
 
     loop_seconds = (clock.elapsed() if clock else time.perf_counter() - t_loop)   # steps + validations
     # the test split, never seen by model selection: the final epoch's weights, then the chosen epoch's
-    test_final = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
+    def on_test():
+        return evaluate(model, data.test, data.classes, device=device, interval=True, precision=cfg.precision)
+    test_final = on_test() if data.test is not None else None
     test = dict(test_final) if test_final is not None else None
     if best["epoch"] != history[-1]["epoch"]:            # (when the last epoch is the chosen one, its weights are)
         model.load_state_dict(load_checkpoint(best_path)["model"])
-        test = evaluate(model, data.test, data.classes, device=device, interval=True) if data.test is not None else None
+        test = on_test() if data.test is not None else None
 
     hist = pd.DataFrame(history)
     images = float(hist.get("images", pd.Series(dtype=float)).sum()) * getattr(data.train, "clip_length", 1)
@@ -953,7 +960,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                         "test_frames": len(data.test) if data.test is not None else 0,
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
                "train_images_per_second": images / max(float(hist["seconds"].sum()), 1e-9),
-               "device": device.type, "config": cfg.to_dict()}
+               "device": device.type, "precision": {"used": policy.name, "why": policy.why}, "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     _write_json(summary, metrics_path)
     save_run_figures(hist, test or best, out_dir)

@@ -51,6 +51,26 @@ def test_every_cache_mode_gives_the_same_pixels(root, tmp_path, monkeypatch):
         cached.images[len(table)]
 
 
+def test_workers_zero_or_one_decodes_without_a_pool(root, monkeypatch):
+    """workers=0 means what DataLoader's num_workers=0 means: no worker processes (it once meant the
+    default, all cores)."""
+    from fer_kit.data import cache
+
+    monkeypatch.setattr(cache, "_CHUNK", 16)
+    pools = []
+
+    def spy(fn, jobs, workers, *args):
+        pools.append(workers)
+        return real(fn, jobs, workers, *args)
+    real = cache.ordered_map
+    monkeypatch.setattr(cache, "ordered_map", spy)
+    monkeypatch.setattr(cache, "default_workers", lambda: 2)
+    table = table_of(root)
+    for workers in (0, 1, None):
+        FrameDataset(table, 32, cache="memory", progress=False, workers=workers)
+    assert pools == [1, 1, 2]
+
+
 def test_cache_is_reused_until_a_source_file_changes(root, tmp_path, capsys):
     table = table_of(root)
     first = disk(table, tmp_path)

@@ -90,17 +90,27 @@ def test_every_kind_has_a_fixture_here():
 
 
 @pytest.mark.parametrize("kind", sorted(MAKERS))
-def test_one_epoch_through_the_cli(kind, tmp_path):
+def test_one_epoch_through_the_cli_and_notebook_04_s_parameters(kind, tmp_path):
+    """The CLI, and notebook 04's path (its parameters through `params.config(DanConfig).train_config()`
+    into `train.fit`, as its cells do; the whole notebook runs on RAF-DB below) train the same run."""
+    from fer_kit.config import DanConfig, NotebookParams
+
     root = tmp_path / kind
     MAKERS[kind](root)
-    out = tmp_path / "run"
-    result = train.main(["--dataset", kind, "--data_root", str(root), "--model", "test_dan", "--epochs", "1",
-                         "--image_size", "32", "--batch_size", "8", "--progress", "False", "--out_dir", str(out)])
-    m = json.loads((out / "metrics.json").read_text())
+    values = dict(dataset=kind, data_root=str(root), model="test_dan", epochs=1, image_size=32, batch_size=8,
+                  progress=False)
+    argv = [a for k, v in {**values, "out_dir": str(tmp_path / "run")}.items() for a in (f"--{k}", str(v))]
+    result = train.main(argv)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["dataset"] == kind and m["config"]["num_classes"] == (7 if kind in SEVEN_CLASSES else 8)
     assert len(m["best"]["per_class_f1"]) == m["config"]["num_classes"] and kind in m["data"]["source"]
     assert m["test"] is not None and m["data"]["test_frames"] > 0 and m["data"]["val_frames"] > 0
     assert result.best["epoch"] == 1
+    namespace = {}
+    params = NotebookParams(namespace)
+    namespace.update(values, out_dir=str(tmp_path / "nb"), n_frames=m["config"]["n_frames"])   # papermill's cell
+    notebook = train.fit(params.config(DanConfig).train_config())
+    assert notebook.best == result.best and notebook.history["train_loss"].tolist() == result.history["train_loss"].tolist()
 
 
 def test_carved_splits_take_whole_groups_and_every_class(tmp_path):
@@ -173,3 +183,41 @@ def test_notebook_06_trains_on_rafdb_and_compares_on_all_frames(tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["dataset"] == "rafdb" and list(m["occlusion"]) == ["all"]
     assert m["occlusion"]["all"]["frames"] == 7 * 2 and "comparison is on all frames" in out.read_text()
+
+
+@pytest.mark.notebooks
+def test_notebook_10_explains_a_model_trained_on_rafdb_and_scores_nothing_without_landmarks(tmp_path):
+    """RAF-DB has no landmarks, so no AU regions: notebook 10 draws the maps of a DAN trained on it and
+    leaves the pointing game out; DDAMFN (multi-task: VA and AU labels) is left out, saying why."""
+    from fer_kit.data.examples import write_example
+
+    root = write_example("rafdb", tmp_path / "raf", per_class=2, size=32)
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(project_dir() / "notebooks" / "10_gradcam_attention.ipynb", out,
+                        parameters=dict(dataset="rafdb", data_root=str(root), models="dan,ddamfn", methods="gradcam",
+                                        run_dir=str(tmp_path / "no_run"), n_faces=7, epochs=1, max_batches=2,
+                                        interactive=False, out_dir=str(tmp_path / "run"),
+                                        figures_dir=str(tmp_path / "fig")),
+                        kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert list(summary) == ["dan"] and summary["dan"]["dataset"] == "rafdb" and not summary["dan"]["scored"]
+    assert "rafdb at" in summary["dan"]["how"] and summary["dan"]["how"].startswith("trained here")
+    text = out.read_text()
+    assert "ddamfn: left out (multi-task" in text and "has no landmarks" in text and "no pointing scores" in text
+    for fig in ("10_gradcam_grid", "10_dan_heads", "10_failures", "10_explorer"):
+        assert (tmp_path / "fig" / f"{fig}.png").stat().st_size > 1000, fig
+    assert not (tmp_path / "fig" / "10_pointing_methods.png").exists()
+
+
+def test_explain_config_names_what_cannot_train_on_a_dataset(tmp_path):
+    from fer_kit.explain import ExplainConfig
+
+    cfg = ExplainConfig(dataset="rafdb", data_root=str(tmp_path))
+    assert cfg.families == ["dan", "regnet_transformer", "scan_cci"]
+    assert set(cfg.skipped) == {"ddamfn", "dan_landmarks"}
+    assert (cfg.fallback("scan_cci").dataset, cfg.fallback("scan_cci").num_classes) == ("rafdb", 7)
+    assert ExplainConfig(dataset="lsd", data_root=str(tmp_path)).families == ["dan_landmarks"]
+    with pytest.raises(ValueError, match="none of models='ddamfn' trains on dataset='rafdb'"):
+        ExplainConfig(dataset="rafdb", data_root=str(tmp_path), models="ddamfn")
+    with pytest.raises(ValueError, match="reads data_root"):
+        ExplainConfig(dataset="rafdb")

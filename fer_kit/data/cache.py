@@ -69,7 +69,8 @@ def decode_frames(table: FrameTable, size: int, margin: float, decode: Callable,
     the decoder's own error, which names the file."""
     n = len(table)
     chunks = [(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
-    workers = min(workers or default_workers(), len(chunks))      # a small table decodes here, no pool
+    # 0 or 1 worker, or a table of one chunk, decodes here without a pool (as DataLoader's num_workers=0)
+    workers = min(default_workers() if workers is None else max(workers, 1), len(chunks))
     bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, mininterval=10.0)
     for (s, _), frames in zip(chunks, ordered_map(_decode_rows, chunks, workers, _start_job,
                                                   (table, size, margin, decode))):

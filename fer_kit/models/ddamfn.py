@@ -226,6 +226,10 @@ class DDAMFN(nn.Module):
             checkpoints only fit 112.
     """
 
+    # its depthwise convolutions train ~1.4x slower in bf16 than in fp32 even on a CPU with native bf16
+    # (benchmarks/precision.py), so precision "auto" keeps it in fp32 there (fer_kit.precision)
+    bf16_on_cpu = False
+
     def __init__(self, tasks: Sequence[str] = TASKS, num_heads: int = 2, num_expr: int = 8, num_au: int = 12,
                  checkpoint_path: str | Path | None = None, trust_pickle: bool = False, image_size: int = 112):
         super().__init__()

@@ -1,0 +1,72 @@
+"""bf16 autocast vs fp32 for every paper's model on this machine, measured in one run.
+
+    python benchmarks/precision.py
+
+For each model at its laptop preset: the time of a training step (forward, fp32 loss, backward,
+optimiser) and of an inference batch, fp32 and bf16 interleaved, and their ratio (bf16 / fp32: below 1 =
+bf16 faster). precision='auto' uses bf16 on a CPU only where it is native (fer_kit.precision); on a CPU
+without it every ratio here is far above 1, which is why.
+"""
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fer_kit import train
+from fer_kit.config import TrainConfig
+from fer_kit.models.registry import LogitsOnly
+from fer_kit.precision import cpu_has_native_bf16, resolve
+
+MODELS = [dict(model="dan", preset="laptop"),
+          dict(model="regnet_transformer", preset="laptop_b", variant="no_att_trans", clip_length=1),
+          dict(model="scan_cci_small", preset="laptop_c", num_classes=7, backbone="resnet50"),
+          dict(model="ddamfn", preset="laptop_d"),
+          dict(model="dan_landmarks", preset="laptop_e", num_classes=6, backbone="resnet18")]
+
+
+def seconds(fn, repeats: int) -> float:
+    fn()                                                   # warm-up (oneDNN picks its kernels)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(spec: dict, batch: int = 32, repeats: int = 3) -> dict:
+    cfg = TrainConfig(**spec, progress=False)
+    torch.manual_seed(0)
+    model = LogitsOnly(train.build_model(cfg)).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, cfg.num_classes, (batch,))
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    out = {"size": cfg.image_size}
+    for name in ("fp32", "bf16"):
+        p = resolve(name, "cpu")
+
+        def step():
+            with p.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        @torch.no_grad()
+        def infer():
+            with p.autocast():
+                model(x)
+        model.train()
+        out[f"train_{name}"] = seconds(step, repeats)
+        model.eval()
+        out[f"eval_{name}"] = seconds(infer, repeats)
+    return out
+
+
+if __name__ == "__main__":
+    print(f"threads: {torch.get_num_threads()}   native bf16 (CPU flags): {cpu_has_native_bf16()}   "
+          f"auto -> {resolve('auto', 'cpu')}")
+    print(f"{'model':22s} {'px':>4s} {'train fp32 s':>12s} {'bf16/fp32':>9s} {'eval fp32 s':>11s} {'bf16/fp32':>9s}")
+    for spec in MODELS:
+        r = measure(spec)
+        print(f"{spec['model']:22s} {r['size']:4d} {r['train_fp32']:12.3f} {r['train_bf16'] / r['train_fp32']:9.2f} "
+              f"{r['eval_fp32']:11.3f} {r['eval_bf16'] / r['eval_fp32']:9.2f}")
