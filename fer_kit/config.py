@@ -253,6 +253,8 @@ class TrainConfig(FromParams):
     device: str = "auto"              # "auto" = cuda > mps > cpu
     precision: str = "auto"           # "fp32", "bf16", "fp16" (GPU) autocast; "auto" = bf16 where the device has it natively
                                       # (CPU: AVX512-BF16/AMX, unless the model is measured slower in it), fp16 on older GPUs
+    deterministic: bool | None = None  # deterministic kernels for this run; None = on for CPU runs (seeded runs repeat),
+                                      # off on CUDA (cudnn.benchmark); the process's settings come back after the run
     cache: str = "auto"               # decoded frames: "memory", "disk" (built once, rebuilt when a source file changes),
                                       # "none" (decoded per batch, in loader workers); "auto" = memory up to cache_gb, else disk
     cache_gb: float = MEMORY_GB       # the memory budget of cache "auto", GiB of frames per split

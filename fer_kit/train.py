@@ -64,17 +64,29 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed every generator and ask torch for deterministic kernels. Without the latter, CPU runs of the
-    same seed drifted apart after ~10 steps: the backward of `centers[labels]` (AffinityLoss) accumulates
-    with parallel atomic adds, whose order changes from run to run. warn_only: ops with no deterministic
-    kernel (some CUDA ones) warn instead of failing."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS's condition for determinism
-    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextmanager
+def determinism(on: bool):
+    """Deterministic kernels for one run, the process's own settings restored afterwards (a notebook that
+    trained once keeps cuDNN's autotuner). Without them, CPU runs of the same seed drifted apart after ~10
+    steps: the backward of `centers[labels]` (AffinityLoss) accumulates with parallel atomic adds, whose
+    order changes from run to run. warn_only: ops with no deterministic kernel (some CUDA ones) warn
+    instead of failing. Off, cudnn.benchmark picks the fastest kernels for each input shape."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = not on, on
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS's condition for determinism
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 @dataclass
@@ -685,8 +697,8 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
-RESUMABLE = ("epochs", "progress", "device", "precision", "augment_on", "cache", "cache_gb", "cache_dir", "workers",
-             "exist", "checkpoint_minutes", "out_dir", "figures_dir")
+RESUMABLE = ("epochs", "progress", "device", "precision", "deterministic", "augment_on", "cache", "cache_gb",
+             "cache_dir", "workers", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
 
@@ -801,7 +813,8 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
     except PermissionError as e:
         raise PermissionError(f"cannot create the run folder {shown(out_dir)} ({e.strerror}); choose another "
                               "out_dir (or set FER_KIT_OUTPUT to a writable folder)") from e
-    with run_lock(out_dir):
+    deterministic = cfg.deterministic if cfg.deterministic is not None else select_device(cfg.device).type != "cuda"
+    with run_lock(out_dir), determinism(deterministic):
         return _fit(cfg, data, prepare_run_folder(out_dir, "resume" if resume else cfg.exist), out_dir)
 
 
@@ -960,7 +973,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                         "test_frames": len(data.test) if data.test is not None else 0,
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
                "train_images_per_second": images / max(float(hist["seconds"].sum()), 1e-9),
-               "device": device.type, "precision": {"used": policy.name, "why": policy.why}, "config": cfg.to_dict()}
+               "device": device.type, "precision": {"used": policy.name, "why": policy.why},
+               "deterministic": torch.are_deterministic_algorithms_enabled(), "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     _write_json(summary, metrics_path)
     save_run_figures(hist, test or best, out_dir)

@@ -36,6 +36,15 @@ def test_auto_keeps_a_model_measured_slower_in_bf16_in_fp32(flags):
     assert precision.resolve("bf16", "cpu", ddamfn).name == "bf16"   # asked for: kept
 
 
+def test_auto_on_a_gpu_without_native_bf16_is_fp16_with_a_scaler(monkeypatch):
+    """A T4 or V100: `is_bf16_supported()` says yes (it counts emulation), the native check says no."""
+    monkeypatch.setattr(precision, "cuda_has_native_bf16", lambda: False)
+    chosen = precision.resolve("auto", "cuda")
+    assert chosen.name == "fp16" and "gradient scaling" in chosen.why
+    monkeypatch.setattr(precision, "cuda_has_native_bf16", lambda: True)       # Ampere and newer
+    assert precision.resolve("auto", "cuda").name == "bf16" and precision.resolve("auto", "cuda").scaler() is None
+
+
 def test_explicit_choices_and_bad_ones():
     assert precision.resolve("fp32", "cpu").autocast() is not None
     assert precision.resolve("bf16", "cpu").scaler() is None

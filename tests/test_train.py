@@ -229,3 +229,18 @@ def test_a_run_killed_five_times_resumes_to_the_uninterrupted_result(tmp_path, t
     assert h_killed == h
     assert (m_killed["best"], m_killed["final"]) == (m["best"], m["final"])
     print("kill points", KILL_POINTS, resumed_at, "final", m["final"], "best", m["best"]["p_expr"], m["best_epoch"])
+
+
+def test_a_cpu_run_is_deterministic_and_gives_the_process_its_settings_back(tmp_path, tiny_data):
+    """Deterministic kernels are the run's, not the notebook's: a user who turned cuDNN's autotuner on
+    keeps it after fit() returns; deterministic=False runs without them."""
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+    try:
+        for deterministic, expected in ((None, True), (False, False)):
+            result = train.fit(tiny_config(tmp_path, model="test_dan", max_batches=2, deterministic=deterministic,
+                                           out_dir=str(tmp_path / f"run_{deterministic}")), tiny_data)
+            assert json.loads(result.metrics_path.read_text())["deterministic"] is expected
+            assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = False
