@@ -10,7 +10,7 @@ import time
 import timm
 import torch
 
-from fer_kit.precision import cpu_has_native_bf16 as cpu_has_fast_bf16
+from fer_kit.precision import cpu_has_native_bf16
 
 
 def images_per_second(size: int, channels_last: bool, bf16: bool, batch: int = 64, steps: int = 3) -> float:
@@ -32,7 +32,7 @@ def images_per_second(size: int, channels_last: bool, bf16: bool, batch: int = 6
 
 
 if __name__ == "__main__":
-    print(f"threads: {torch.get_num_threads()}   native bf16: {cpu_has_fast_bf16()}")
+    print(f"threads: {torch.get_num_threads()}   native bf16: {cpu_has_native_bf16()}")
     base = images_per_second(112, False, False)
     print(f"{'setting':32s} {'img/s':>7s} {'ratio':>6s}")
     print(f"{'fp32, 112 px':32s} {base:7.1f} {1.0:6.2f}")
@@ -40,5 +40,5 @@ if __name__ == "__main__":
                         ("bf16 channels_last, 112 px", (112, True, True)),
                         ("fp32 channels_last, 80 px", (80, True, False)),
                         ("fp32 channels_last, 64 px", (64, True, False))]:
-        ips = images_per_second(*args, steps=1 if args[2] and not cpu_has_fast_bf16() else 3)
+        ips = images_per_second(*args, steps=1 if args[2] and not cpu_has_native_bf16() else 3)
         print(f"{label:32s} {ips:7.1f} {ips / base:6.2f}")

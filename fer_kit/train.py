@@ -48,8 +48,7 @@ from .losses import (DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, Sequence
                      normalize_landmarks)
 from .models import create_model
 from .paths import output_dir, shown
-from .precision import Precision
-from .precision import resolve as resolve_precision
+from .precision import Precision, resolve as resolve_precision
 from .schedules import Clock, lr_factor
 
 
