@@ -450,12 +450,9 @@ def load_faces(cfg: TrainConfig, n_faces: int = 120, seed: int = 0) -> Faces:
     s = cfg.image_size
     ds = frame_dataset(cfg, table, eval_transform(), "landmarks" if marked else "expr", progress=False)
     pixels = torch.stack([ds.image(i) for i in range(len(ds))])            # (N, 3, S, S) uint8
-    if marked:
-        pts = denormalize_landmarks(ds.landmarks, s).numpy()                 # (N, 68, 2) at S
-        masks = np.stack([class_mask(p, table.classes[k], s) for p, k in zip(pts, table.labels)])
-    else:
-        pts = np.full((len(table), 68, 2), np.nan, np.float32)
-        masks = np.zeros((len(table), s, s), bool)                          # class_mask of unknown landmarks
+    pts = denormalize_landmarks(ds.landmarks, s).numpy() if marked else np.full((len(table), 68, 2), np.nan,
+                                                                                  np.float32)   # (N, 68, 2) at S
+    masks = np.stack([class_mask(p, table.classes[k], s) for p, k in zip(pts, table.labels)])   # empty if NaN
     return Faces(images=torch.stack([ds.transform(im) for im in pixels]),
                  pixels=pixels.permute(0, 2, 3, 1).numpy() / 255.0, labels=table.labels.copy(),
                  classes=tuple(table.classes), landmarks=pts, masks=masks,
@@ -623,8 +620,13 @@ def fallback_config(family: str, n_frames: int = 3000, epochs: int = 2, seed: in
     return TrainConfig(**base, **per_family[family])
 
 
-def _data_of(cfg: TrainConfig) -> str:
-    return "the synthetic faces" if cfg.data_root is None else f"{cfg.dataset} at {shown(cfg.data_root)}"
+def _data_of(dataset: str, data_root: str | None) -> str:
+    return "the synthetic faces" if data_root is None else f"{dataset} at {shown(data_root)}"
+
+
+def _saved_config(run: Path) -> dict:
+    """The config a run folder was trained with, from its config.json (no checkpoint to load)."""
+    return json.loads((run / "config.json").read_text())
 
 
 def obtain_model(family: str, run_dirs: Sequence[str] | None = None, fallback: TrainConfig | None = None,
@@ -635,22 +637,25 @@ def obtain_model(family: str, run_dirs: Sequence[str] | None = None, fallback: T
     from . import train
 
     cfg = fallback or fallback_config(family)
+    data = (cfg.dataset, cfg.data_root)
     passed = []
-    for run in run_dirs if run_dirs is not None else PAPER_RUNS[family]:
-        if (_resolve(run) / "best.pt").exists():
-            model, run_cfg = load_run(run)
-            if (run_cfg.dataset, run_cfg.data_root) == (cfg.dataset, cfg.data_root):
-                return model, run_cfg, f"loaded {shown(_resolve(run))}"
-            passed.append(f"{shown(_resolve(run))} was trained on {_data_of(run_cfg)}, not {_data_of(cfg)}")
+    for run in map(_resolve, run_dirs if run_dirs is not None else PAPER_RUNS[family]):
+        if (run / "best.pt").exists():
+            saved = _saved_config(run)
+            trained_on = (saved.get("dataset", "abaw"), saved.get("data_root"))
+            if trained_on == data:
+                model, run_cfg = load_run(run)
+                return model, run_cfg, f"loaded {shown(run)}"
+            passed.append(f"{shown(run)} was trained on {_data_of(*trained_on)}, not {_data_of(*data)}")
     note = f" ({'; '.join(passed)})" if passed else ""
-    done = _resolve(cfg.out_dir) / "best.pt"
-    if done.exists() and train.load_checkpoint(done)["config"] == cfg.to_dict():
-        model, cfg = load_run(cfg.out_dir)
-        return model, cfg, f"loaded {shown(done.parent)} (trained earlier by this notebook, same settings){note}"
+    done = _resolve(cfg.out_dir)
+    if (done / "best.pt").exists() and _saved_config(done) == cfg.to_dict():
+        model, cfg = load_run(done)
+        return model, cfg, f"loaded {shown(done)} (trained earlier by this notebook, same settings){note}"
     with contextlib.redirect_stdout(io.StringIO()):       # the epoch lines: summarised below instead
         result = train.fit(cfg)
     frames = json.loads(result.metrics_path.read_text())["data"]["train_frames"]
-    return result.model.eval(), cfg, (f"trained here: {cfg.epochs} epochs on {frames:,} frames of {_data_of(cfg)}, "
+    return result.model.eval(), cfg, (f"trained here: {cfg.epochs} epochs on {frames:,} frames of {_data_of(*data)}, "
                                       f"best validation score {result.best['score']:.3f} -> {shown(result.out_dir)}{note}")
 
 
