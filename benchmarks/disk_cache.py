@@ -17,7 +17,6 @@
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile

@@ -1,11 +1,12 @@
-"""bf16 autocast vs fp32 for every paper's model on this machine, measured in one run.
+"""bf16 autocast vs fp32, and the kit's fast path vs plain fp32, for every paper's model, in one run.
 
     python benchmarks/precision.py
 
-For each model at its laptop preset: the time of a training step (forward, fp32 loss, backward,
-optimiser) and of an inference batch, fp32 and bf16 interleaved, and their ratio (bf16 / fp32: below 1 =
-bf16 faster). precision='auto' uses bf16 on a CPU only where it is native (fer_kit.precision); on a CPU
-without it every ratio here is far above 1, which is why.
+For each model at its laptop preset (and the ResNet-50 models at 224 px): the time of a training step
+(forward, fp32 loss, backward, optimiser) and of an inference batch, fp32 and bf16 interleaved, and their
+ratio (bf16 / fp32: below 1 = bf16 faster). precision='auto' uses bf16 on a CPU only where it is native
+(fer_kit.precision); on a CPU without it every ratio here is far above 1, which is why. The last column
+is the kit's fast path (channels_last, precision='auto') against a plain fp32 NCHW eager step: its speedup.
 """
 import time
 
@@ -21,7 +22,11 @@ MODELS = [dict(model="dan", preset="laptop"),
           dict(model="regnet_transformer", preset="laptop_b", variant="no_att_trans", clip_length=1),
           dict(model="scan_cci_small", preset="laptop_c", num_classes=7, backbone="resnet50"),
           dict(model="ddamfn", preset="laptop_d"),
-          dict(model="dan_landmarks", preset="laptop_e", num_classes=6, backbone="resnet18")]
+          dict(model="dan_landmarks", preset="laptop_e", num_classes=6, backbone="resnet18"),
+          dict(model="dan", image_size=112),
+          dict(model="dan_r50", image_size=224, batch_size=16),
+          dict(model="scan_cci", preset="laptop_c", num_classes=7, image_size=224, batch_size=16),
+          dict(model="resnet_classifier", backbone="resnet50", image_size=224, batch_size=16)]
 
 
 def seconds(fn, repeats: int) -> float:
@@ -32,20 +37,23 @@ def seconds(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure(spec: dict, batch: int = 32, repeats: int = 3) -> dict:
-    cfg = TrainConfig(**spec, progress=False)
+def measure(spec: dict, repeats: int = 3) -> dict:
+    batch = spec.get("batch_size", 32)
+    cfg = TrainConfig(**{**spec, "batch_size": batch}, progress=False)
     torch.manual_seed(0)
-    model = LogitsOnly(train.build_model(cfg)).to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size).contiguous(memory_format=torch.channels_last)
+    model = LogitsOnly(train.build_model(cfg))
+    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size)
     y = torch.randint(0, cfg.num_classes, (batch,))
     opt = torch.optim.Adam(model.parameters(), 1e-4)
-    out = {"size": cfg.image_size}
-    for name in ("fp32", "bf16"):
-        p = resolve(name, "cpu")
+    out = {"size": cfg.image_size, "batch": batch, "auto": resolve("auto", "cpu", model).name}
+    for name, layout in (("plain", torch.contiguous_format), ("fp32", torch.channels_last),
+                         ("bf16", torch.channels_last)):
+        p = resolve("fp32" if name == "plain" else name, "cpu")
+        model, xs = model.to(memory_format=layout), x.contiguous(memory_format=layout)
 
         def step():
             with p.autocast():
-                logits = model(x)
+                logits = model(xs)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
@@ -54,7 +62,7 @@ def measure(spec: dict, batch: int = 32, repeats: int = 3) -> dict:
         @torch.no_grad()
         def infer():
             with p.autocast():
-                model(x)
+                model(xs)
         model.train()
         out[f"train_{name}"] = seconds(step, repeats)
         model.eval()
@@ -65,8 +73,13 @@ def measure(spec: dict, batch: int = 32, repeats: int = 3) -> dict:
 if __name__ == "__main__":
     print(f"threads: {torch.get_num_threads()}   native bf16 (CPU flags): {cpu_has_native_bf16()}   "
           f"auto -> {resolve('auto', 'cpu')}")
-    print(f"{'model':22s} {'px':>4s} {'train fp32 s':>12s} {'bf16/fp32':>9s} {'eval fp32 s':>11s} {'bf16/fp32':>9s}")
+    print(f"{'model':18s} {'px':>4s} {'batch':>5s} {'train fp32 s':>12s} {'bf16/fp32':>9s} {'eval fp32 s':>11s} "
+          f"{'bf16/fp32':>9s}  {'fast path vs plain fp32 NCHW (train)':s}")
     for spec in MODELS:
         r = measure(spec)
-        print(f"{spec['model']:22s} {r['size']:4d} {r['train_fp32']:12.3f} {r['train_bf16'] / r['train_fp32']:9.2f} "
-              f"{r['eval_fp32']:11.3f} {r['eval_bf16'] / r['eval_fp32']:9.2f}")
+        fast = r[f"train_{r['auto']}"]
+        print(f"{spec['model']:18s} {r['size']:4d} {r['batch']:5d} {r['train_fp32']:12.3f} "
+              f"{r['train_bf16'] / r['train_fp32']:9.2f} {r['eval_fp32']:11.3f} {r['eval_bf16'] / r['eval_fp32']:9.2f}  "
+              f"{r['train_plain'] / fast:.2f}x ({r['auto']}, channels_last)")
+    if not torch.cuda.is_available():
+        print("no CUDA device: the GPU table (fp16 vs bf16 vs fp32) is skipped")

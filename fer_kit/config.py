@@ -255,6 +255,8 @@ class TrainConfig(FromParams):
                                       # (CPU: AVX512-BF16/AMX, unless the model is measured slower in it), fp16 on older GPUs
     deterministic: bool | None = None  # deterministic kernels for this run; None = on for CPU runs (seeded runs repeat),
                                       # off on CUDA (cudnn.benchmark); the process's settings come back after the run
+    compile: bool = False             # torch.compile the training step's model (a first step that compiles, then faster ones)
+    sync_bn: bool = False             # torchrun runs: BatchNorm over the global batch (SyncBatchNorm on GPUs), not each rank's share
     cache: str = "auto"               # decoded frames: "memory", "disk" (built once, rebuilt when a source file changes),
                                       # "none" (decoded per batch, in loader workers); "auto" = memory up to cache_gb, else disk
     cache_gb: float = MEMORY_GB       # the memory budget of cache "auto", GiB of frames per split

@@ -3,6 +3,7 @@
 Used by the notebooks and by the command line, which take the same parameter names:
     python -m fer_kit.train --epochs 8 --batch_size 64            # writes runs/dan_expr/
     python -m fer_kit.train --epochs 12 --exist resume            # continues it from last.pt
+    torchrun --standalone --nproc_per_node 2 -m fer_kit.train ...   # one run over 2 processes (distributed.py)
 The command line refuses a folder that already holds a run unless told `--exist resume|overwrite`;
 notebooks and library callers overwrite by default (re-running a notebook is the normal case).
 A run folder holds config.json, history.csv, metrics.json, best.pt (best validation score), last.pt
@@ -22,7 +23,7 @@ import signal
 import tempfile
 import time
 import typing
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -30,10 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from . import metrics
+from . import distributed, metrics
 from .config import TrainConfig, image_size_note, is_lsd_model
 from .data.abaw import has_split, read_abaw, read_expr_any
 from .data.clips import ClipDataset
@@ -374,15 +376,16 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
     returns True (a run sized in minutes or steps has reached its last step). `policy` is the run's
     precision (default: cfg.precision resolved here); `scaler` scales fp16 losses (fp16 runs only)."""
     policy = policy or resolve_precision(cfg.precision, device, model)
-    model.train()
-    if getattr(model, "features_frozen", False):       # the heads-only stage (set_stage)
+    r = distributed.ranks()
+    model.train()                                        # (a DistributedDataParallel wrapper under torchrun)
+    if getattr(getattr(model, "module", model), "features_frozen", False):   # the heads-only stage (set_stage)
         keep_frozen_in_eval(model)
     criterion.train()
     sums, n_seen, skip = ({}, 0, 0) if start is None else (dict(start["sums"]), start["n_seen"], start["step"])
     total = batches_per_epoch(loader, cfg)
     # a refresh every 15 s keeps notebooks saved by papermill readable (each refresh is stored)
     of = "" if cfg.minutes or cfg.steps else f"/{cfg.epochs}"
-    bar = tqdm(loader, total=total, desc=f"epoch {epoch}{of}", unit="batch", disable=not cfg.progress,
+    bar = tqdm(loader, total=total, desc=f"epoch {epoch}{of}", unit="batch", disable=not (cfg.progress and r.main),
                mininterval=15.0)
     for step, (x, y) in enumerate(bar):
         if step >= total:
@@ -407,32 +410,32 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
                 out = model(x)
         parts = compute_loss(criterion, out, y)
         loss = parts["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                     f"try a lower lr (now {cfg.lr}) or clip_grad")
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
         else:                                            # fp16: clip and check the unscaled gradients
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        # the norm is measured even without clipping (max_norm inf scales by exactly 1): a NaN or infinite
-        # gradient would otherwise turn every weight into NaN with a finite loss on this step
-        norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                        cfg.clip_grad or float("inf"))
+        distributed.average_gradients(criterion, r)     # the loss's own parameters (DAN's centres): DDP holds the model's
+        # the norm is measured even without clipping (max_norm inf scales by exactly 1), and checked before
+        # the step: a NaN or infinite gradient (a NaN loss gives one) would turn every weight into NaN. This
+        # check is the step's one wait for the device; the loss terms add up there and are read per epoch.
+        params = [p for g in optimizer.param_groups for p in g["params"]]
         if scaler is not None:                           # an fp16 overflow: the scaler skips this step and
+            nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"))
             scaler.step(optimizer)                       # lowers its scale, as fp16 training expects
             scaler.update()
-        elif not torch.isfinite(norm):
-            raise FloatingPointError(f"the gradients became {norm.item()} at epoch {epoch}, step {step} (the loss "
-                                     f"{loss.item():.4g} was finite); try a lower lr (now {cfg.lr}) or clip_grad, "
-                                     "and look for a log, sqrt or division of zero in the model or loss")
         else:
+            try:
+                nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"), error_if_nonfinite=True)
+            except RuntimeError as e:
+                raise _not_finite(loss, params, epoch, step, cfg) from e
             optimizer.step()
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            sums[k] = sums.get(k, 0.0) + v.detach().float() * n
         n_seen += n
-        bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", refresh=False)
+        if step % 20 == 0:                               # the running loss, without a wait every step
+            bar.set_postfix(loss=f"{float(sums['loss']) / n_seen:.3f}", refresh=False)
         if _kill_due("step"):
             _kill_self()
         if after_step is not None and after_step():
@@ -440,7 +443,22 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         if checkpoint is not None and step + 1 < total:
             checkpoint(step + 1, sums, n_seen)
     bar.close()
-    return {**{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}, "images": n_seen}
+    sums = {k: float(v) for k, v in sums.items()}
+    totals = distributed.all_sum({**sums, "images": n_seen}, r)     # over every rank's share of the batches
+    n_seen = int(totals.pop("images"))
+    return {**{f"train_{k}": v / max(n_seen, 1) for k, v in totals.items()}, "images": n_seen}
+
+
+def _not_finite(loss: torch.Tensor, params, epoch: int, step: int, cfg: TrainConfig) -> FloatingPointError:
+    """What became infinite or NaN at a step, said in the words a student can act on."""
+    if not torch.isfinite(loss):
+        return FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                  f"try a lower lr (now {cfg.lr}) or clip_grad")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in params
+                                                 if p.grad is not None]))
+    return FloatingPointError(f"the gradients became {norm.item()} at epoch {epoch}, step {step} (the loss "
+                              f"{loss.item():.4g} was finite); try a lower lr (now {cfg.lr}) or clip_grad, "
+                              "and look for a log, sqrt or division of zero in the model or loss")
 
 
 @torch.no_grad()
@@ -453,6 +471,16 @@ def _outputs(model: nn.Module, dataset, batch_size: int, device, progress: bool 
     model.eval()
     if isinstance(dataset, ClipDataset):
         batch_size = max(1, batch_size // dataset.clip_length)
+    r = distributed.ranks()
+    if r.on:           # under torchrun: each rank its block of the split, every rank all of it back in order
+        local = list(_outputs_of(model, distributed.shard(dataset, r), batch_size, device, policy, False))
+        yield from distributed.gather_in_order([distributed.to_cpu(b) for b in local], r)
+        return
+    yield from _outputs_of(model, dataset, batch_size, device, policy, progress)
+
+
+@torch.no_grad()
+def _outputs_of(model, dataset, batch_size, device, policy, progress):
     for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
                      disable=not progress, mininterval=2.0):
         with policy.autocast():
@@ -696,7 +724,7 @@ def record(metrics_path: str | Path, **entries) -> None:
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
-RESUMABLE = ("epochs", "progress", "device", "precision", "deterministic", "augment_on", "cache", "cache_gb",
+RESUMABLE = ("epochs", "progress", "device", "precision", "deterministic", "compile", "augment_on", "cache", "cache_gb",
              "cache_dir", "workers", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
@@ -805,19 +833,42 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
 
     A folder that already holds a run is handled by cfg.exist ("error", "resume", "overwrite");
     `resume=True` is the same as exist="resume". With cfg.checkpoint_minutes > 0, last.pt is also
-    written within epochs, so a killed run loses at most that much work."""
+    written within epochs, so a killed run loses at most that much work.
+
+    Launched by torchrun (fer_kit.distributed), every process calls fit: rank 0 owns the run folder."""
     out_dir = output_dir() / cfg.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except PermissionError as e:
-        raise PermissionError(f"cannot create the run folder {shown(out_dir)} ({e.strerror}); choose another "
-                              "out_dir (or set FER_KIT_OUTPUT to a writable folder)") from e
-    deterministic = cfg.deterministic if cfg.deterministic is not None else select_device(cfg.device).type != "cuda"
-    with run_lock(out_dir), determinism(deterministic):
-        return _fit(cfg, data, prepare_run_folder(out_dir, "resume" if resume else cfg.exist), out_dir)
+    device_type = select_device(cfg.device).type
+    r = distributed.setup(device_type)
+    if r.on:
+        check_distributed(cfg, r)
+    deterministic = cfg.deterministic if cfg.deterministic is not None else device_type != "cuda"
+    with ExitStack() as stack:
+        def claim_folder() -> bool:
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except PermissionError as e:
+                raise PermissionError(f"cannot create the run folder {shown(out_dir)} ({e.strerror}); choose another "
+                                      "out_dir (or set FER_KIT_OUTPUT to a writable folder)") from e
+            stack.enter_context(run_lock(out_dir))
+            return prepare_run_folder(out_dir, "resume" if resume else cfg.exist)
+        resuming = distributed.on_main(claim_folder, r)
+        stack.enter_context(determinism(deterministic))
+        stack.enter_context(distributed.quiet_unless_main(r))
+        return _fit(cfg, data, resuming, out_dir, r)
 
 
-def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -> RunResult:
+def check_distributed(cfg: TrainConfig, r: distributed.Ranks) -> None:
+    """What a multi-process run cannot do yet, said before any process starts work."""
+    if cfg.minutes or cfg.checkpoint_minutes:
+        raise ValueError(f"a {r.world}-process run cannot size itself or its checkpoints by the clock (each process "
+                         "has its own): use epochs or steps, and checkpoint_minutes 0 (last.pt is written every epoch)")
+    if cfg.batch_size % r.world:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch of a {r.world}-process run and must "
+                         f"divide by {r.world}")
+
+
+def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
+         r: distributed.Ranks = distributed.Ranks()) -> RunResult:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     state = None
     if resume:
@@ -825,9 +876,10 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         check_same_run(state.get("config"), cfg, last_path)
     seed_everything(cfg.seed)
     data = data or load_expr_data(cfg)
-    device = select_device(cfg.device)
+    device = distributed.device_of(select_device(cfg.device), r)
     data, augment = batch_augmentation(cfg, data, device)
-    _write_json(cfg.to_dict(), out_dir / "config.json")
+    if r.main:
+        _write_json(cfg.to_dict(), out_dir / "config.json")
     size_note = image_size_note(cfg)
     print(f"image size {size_note}")
 
@@ -841,6 +893,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
             and not cfg.init_from and state is None:
         model.start_landmarks_at(torch.nanmean(data.train.landmarks, dim=0))   # (68, 2), paper E's LSD runs
     model = model.to(device).to(memory_format=torch.channels_last)
+    if cfg.sync_bn and r.on:
+        distributed.global_batch_norm(model, device.type)
     criterion = build_criterion(cfg, data.train.table.class_counts()).to(device)
     optimizer = build_optimizer(cfg, model, criterion)
     policy = resolve_precision(cfg.precision, device, model)
@@ -849,11 +903,21 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = weighted_sampler(data.train.table.labels, len(data.classes), generator=gen) \
         if cfg.weighted_sampling and cfg.task == "expr" and cfg.clip_length == 1 else None   # paper B: none for clips
-    # decoding workers (cache "none") are started anew each epoch, seeded from `gen`: their per-face
-    # augmentation draws then follow the run's seed
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
-                        generator=gen, drop_last=len(data.train) > cfg.batch_size,
-                        num_workers=loader_workers(cfg, data.train))
+    # decoding workers (cache "none") are seeded from `gen`, so their per-face augmentation draws follow the
+    # run's seed; on a CPU they start anew each epoch, so a resumed run draws what it would have. On a GPU
+    # they stay between epochs, and batches are page-locked so their copies overlap the step.
+    workers = loader_workers(cfg, data.train)
+    feeding = dict(num_workers=workers, pin_memory=device.type == "cuda",
+                   persistent_workers=workers > 0 and device.type == "cuda")
+    if r.on:           # every rank draws the one-process order from `gen` and trains on its share of each batch
+        if len(data.train) < cfg.batch_size:
+            raise ValueError(f"{len(data.train)} training items cannot fill one global batch of {cfg.batch_size}")
+        loader = DataLoader(data.train, batch_size=cfg.batch_size // r.world, generator=gen,
+                            sampler=distributed.RankSlice(sampler or RandomSampler(data.train, generator=gen),
+                                                          cfg.batch_size, r), **feeding)
+    else:
+        loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, shuffle=sampler is None,
+                            generator=gen, drop_last=len(data.train) > cfg.batch_size, **feeding)
     per_epoch = batches_per_epoch(loader, cfg)
     clock = Clock(cfg.minutes * 60, per_epoch, val_steps=len(data.val) / cfg.batch_size / 3) if cfg.minutes else None
     if cfg.schedule == "exponential":
@@ -865,6 +929,8 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     open_ended = bool(cfg.minutes or cfg.steps)     # the run ends at its last step, not after cfg.epochs
 
     history, best, start_epoch, partial = [], None, 1, None
+    if r.rank:         # the same weights on every rank, but each its own augmentation and dropout draws
+        seed_everything(cfg.seed + 7919 * r.rank)
     if state is not None:
         model.load_state_dict(state["model"])
         criterion.load_state_dict(state["criterion"])
@@ -879,14 +945,16 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         if state.get("step"):                            # a mid-epoch checkpoint
             partial = {"step": state["step"], "sums": state["sums"], "n_seen": state["n_seen"], "rng": state["rng"]}
         else:
-            set_rng_state(state["rng"])
+            set_rng_state(state["rng"] if not r.rank else state["rank_rng"][r.rank])
         where = f", step {state['step']} of epoch {start_epoch}" if partial else ""
         print(f"resumed from {shown(last_path)} after epoch {state['epoch']}{where}")
 
     def resumable(epoch: int, step: int = 0, sums=None, n_seen: int = 0, epoch_rng=None) -> dict:
         return {"model": model.state_dict(), "criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "sampler_rng": epoch_rng,
-                "epoch": epoch, "step": step, "sums": dict(sums or {}), "n_seen": n_seen, "history": history,
+                "rank_rng": distributed.gather_in_order([rng_state()], r) if r.on else None,
+                "epoch": epoch, "step": step, "sums": {k: float(v) for k, v in (sums or {}).items()}, "n_seen": n_seen,
+                "history": history,
                 "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None,
                 "scaler": scaler.state_dict() if scaler is not None else None}
 
@@ -911,6 +979,16 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
     def finished(epoch: int) -> bool:
         return at_last_step() if open_ended else epoch > cfg.epochs
 
+    wrapped = {}       # what the steps call: the model, in DDP under torchrun, compiled with cfg.compile
+
+    def trained(stage: str) -> nn.Module:
+        if stage not in wrapped:                         # DDP fixes its parameters when built: rebuilt on unfreezing
+            wrapped.clear()
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+                if r.on else model
+            wrapped[stage] = torch.compile(net) if cfg.compile else net
+        return wrapped[stage]
+
     epoch, t_loop = start_epoch, time.perf_counter()
     while not finished(epoch):
         t0 = time.perf_counter()
@@ -918,7 +996,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "stage": set_stage(model, criterion, cfg, epoch)}
         if clock is not None:
             clock.start_epoch()
-        row.update(train_one_epoch(model, criterion, loader, optimizer, device, cfg, epoch, start=partial,
+        row.update(train_one_epoch(trained(row["stage"]), criterion, loader, optimizer, device, cfg, epoch, start=partial,
                                    checkpoint=_every(cfg.checkpoint_minutes, lambda step, sums, n: save_checkpoint(
                                        resumable(epoch - 1, step, sums, n, epoch_rng), last_path)),
                                    after_step=after_step, augment=augment, policy=policy, scaler=scaler))
@@ -943,11 +1021,15 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
         candidate = epoch > cfg.freeze_epochs or cfg.freeze_epochs >= cfg.epochs
         if candidate and (best is None or report["score"] > best["score"]):
             best = {**report, "epoch": epoch}
-            save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
-                             "epoch": epoch, "metrics": best}, best_path)
-        save_checkpoint(resumable(epoch, epoch_rng=gen.get_state()), last_path)
-        pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+            if r.main:
+                save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "classes": list(data.classes),
+                                 "epoch": epoch, "metrics": best}, best_path)
+        state_now = resumable(epoch, epoch_rng=gen.get_state())
+        if r.main:
+            save_checkpoint(state_now, last_path)
+            pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
         epoch += 1
+    distributed.barrier(r)                              # rank 0's files are written before anyone reads them
 
     loop_seconds = (clock.elapsed() if clock else time.perf_counter() - t_loop)   # steps + validations
     # the test split, never seen by model selection: the final epoch's weights, then the chosen epoch's
@@ -973,10 +1055,12 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path) -
                         "train_report": str(data.train.table.report), "val_report": str(data.val.table.report)},
                "train_images_per_second": images / max(float(hist["seconds"].sum()), 1e-9),
                "device": device.type, "precision": {"used": policy.name, "why": policy.why},
-               "deterministic": torch.are_deterministic_algorithms_enabled(), "config": cfg.to_dict()}
+               "deterministic": torch.are_deterministic_algorithms_enabled(), "processes": r.world,
+               "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
-    _write_json(summary, metrics_path)
-    save_run_figures(hist, test or best, out_dir)
+    if r.main:
+        _write_json(summary, metrics_path)
+        save_run_figures(hist, test or best, out_dir)
     return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path,
                      test=test, test_final=test_final, protocol=data.protocol)
 
@@ -1064,7 +1148,13 @@ def main(argv: list[str] | None = None) -> RunResult:
         args["exist"] = "resume"
     args["out_dir"] = args["out_dir"] or default_out_dir(args)
     cfg = TrainConfig.from_params(args)
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    finally:
+        main_rank = distributed.ranks().main
+        distributed.cleanup()
+    if not main_rank:
+        return result
     score = ("P" if cfg.task == "mtl" else "LSD mean F1" if is_lsd_model(cfg.model)
              else "ABAW2020" if cfg.num_classes == 7 else "P_EXPR")
     print(f"best validation {score} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
@@ -1082,4 +1172,5 @@ if __name__ == "__main__":
     try:
         main()
     except (FileExistsError, PermissionError, RunInUseError, NotTheSameRunError) as e:
-        raise SystemExit(f"python -m fer_kit.train: {e}") from None   # what to do, without a traceback
+        # what to do, without a traceback; under torchrun once, by rank 0 (every rank stops)
+        raise SystemExit(f"python -m fer_kit.train: {e}" if os.environ.get("RANK", "0") == "0" else 1) from None

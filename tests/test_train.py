@@ -244,3 +244,78 @@ def test_a_cpu_run_is_deterministic_and_gives_the_process_its_settings_back(tmp_
             assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.benchmark = False
+
+
+# torchrun: 2 CPU processes (gloo) against 1 process with the same global batch and seed. Paper A's model
+# with its learnable centres, BatchNorm over the global batch (sync_bn) and weighted sampling. SGD, two
+# steps: Adam's first steps move each weight by about lr whatever the gradient's size, so weights whose
+# gradient is zero up to rounding would move by +-lr in directions the summation order picks. (Two
+# one-process runs with 1 and 2 threads differ by up to 3e-4 here, more than these two do.)
+DDP_ARGS = ["--n_frames", "600", "--seed", "3", "--image_size", "48", "--batch_size", "16", "--epochs", "2",
+            "--max_batches", "1", "--model", "test_dan", "--optimizer", "sgd", "--lr", "0.01", "--precision", "fp32",
+            "--augment", "none", "--progress", "False"]
+
+
+def _torchrun(out_dir, *extra):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "fer_kit.train", *DDP_ARGS, *extra, "--out_dir", str(out_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_two_processes_train_the_one_process_run(tmp_path, tiny_synthetic):
+    from fer_kit.train import main
+
+    main([*DDP_ARGS, "--sync_bn", "True", "--out_dir", str(tmp_path / "one")])
+    out = _torchrun(tmp_path / "two", "--sync_bn", "True")
+    assert out.count("epoch 2:") == 1                         # rank 0 alone speaks
+    one, two = (_run_files(tmp_path / n) for n in ("one", "two"))
+    assert all(torch.allclose(one[0][k].double(), two[0][k].double(), rtol=1e-3, atol=1e-4) for k in one[0])
+    m1, m2 = one[2], two[2]
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    assert m1["best"]["confusion"] == m2["best"]["confusion"] and m1["test"]["confusion"] == m2["test"]["confusion"]
+    assert m1["best"]["p_expr"] == pytest.approx(m2["best"]["p_expr"])
+    assert sum(map(sum, m2["best"]["confusion"])) == m2["data"]["val_frames"]   # gathered from both ranks, whole split
+    # without sync_bn each rank normalises by its own half batch: a different model, and the test sees it
+    _torchrun(tmp_path / "per_rank_bn")
+    apart = _run_files(tmp_path / "per_rank_bn")[0]
+    assert not all(torch.allclose(one[0][k].double(), apart[k].double(), rtol=1e-3, atol=1e-4) for k in one[0])
+
+
+def test_each_rank_takes_its_share_of_every_global_batch():
+    from torch.utils.data import RandomSampler
+
+    from fer_kit.distributed import Ranks, RankSlice
+
+    def order(seed):
+        return RandomSampler(range(50), generator=torch.Generator().manual_seed(seed))
+    one = list(order(0))[:48]                                 # 3 global batches of 16; the last 2 items dropped
+    shares = [list(RankSlice(order(0), 16, Ranks(rank, 2))) for rank in (0, 1)]
+    assert all(len(s) == len(RankSlice(order(0), 16, Ranks(0, 2))) == 24 for s in shares)
+    for b in range(3):
+        assert shares[0][8 * b:8 * b + 8] + shares[1][8 * b:8 * b + 8] == one[16 * b:16 * b + 16]
+
+
+def test_a_multi_process_run_refuses_what_it_cannot_share():
+    from fer_kit.distributed import Ranks
+
+    with pytest.raises(ValueError, match="divide by 3"):
+        train.check_distributed(TrainConfig(batch_size=16), Ranks(0, 3))
+    with pytest.raises(ValueError, match="by the clock"):
+        train.check_distributed(TrainConfig(minutes=1.0), Ranks(0, 2))
+
+
+def test_a_compiled_run_trains_the_eager_run(tmp_path, tiny_data):
+    """torch.compile (about 45 s of compiling on 2 cores) changes how the step runs, not what it computes;
+    the run folder holds the model's own weights, loadable without compiling."""
+    kw = dict(model="resnet_classifier", backbone="test_resnet", precision="fp32", epochs=2, max_batches=3,
+              optimizer="sgd", lr=0.01)        # (Adam would amplify rounding; see DDP_ARGS)
+    eager = train.fit(tiny_config(tmp_path / "eager", **kw), tiny_data)
+    compiled = train.fit(tiny_config(tmp_path / "compiled", compile=True, **kw), tiny_data)
+    assert compiled.history["train_loss"].tolist() == pytest.approx(eager.history["train_loss"].tolist(), rel=1e-4)
+    a, b = (train.load_checkpoint(tmp_path / n / "run" / "last.pt")["model"] for n in ("eager", "compiled"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
