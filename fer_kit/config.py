@@ -193,6 +193,12 @@ def is_lsd_model(name: str) -> bool:
     return "dan_landmarks" in name
 
 
+def score_name(model: str, task: str, num_classes: int) -> str:
+    """What a run's "score" (its model-selection metric, train.evaluate's) measures."""
+    return ("P" if task == "mtl" else "LSD mean F1" if is_lsd_model(model)
+            else "ABAW2020" if num_classes == 7 else "P_EXPR")
+
+
 @dataclass
 class TrainConfig(FromParams):
     """Everything a training run depends on; `None` fields are filled from the preset."""
@@ -268,6 +274,8 @@ class TrainConfig(FromParams):
     progress: bool = True             # tqdm progress bars
     exist: str = "overwrite"          # out_dir already holds a run: "overwrite" (notebooks), "resume", or "error" (the CLI's default)
     checkpoint_minutes: float = 0.0   # also save a resumable last.pt every this many minutes within an epoch; 0 = per epoch only
+    reuse: bool | None = None         # a finished run of this same config in out_dir is loaded, not trained again; None = only
+                                      # in a workshop (`python -m fer_kit.workshop lab` sets FER_KIT_WORKSHOP=1)
 
     def __post_init__(self):
         if self.preset not in PRESETS:

@@ -6,9 +6,10 @@ Used by the notebooks and by the command line, which take the same parameter nam
     torchrun --standalone --nproc_per_node 2 -m fer_kit.train ...   # one run over 2 processes (distributed.py)
 The command line refuses a folder that already holds a run unless told `--exist resume|overwrite`;
 notebooks and library callers overwrite by default (re-running a notebook is the normal case).
-A run folder holds config.json, history.csv, metrics.json, best.pt (best validation score), last.pt
-(for resuming) and figures/ (learning curves, per-class F1, confusion matrix); checkpoints are written
-atomically and read back with `weights_only=True`.
+A run folder holds config.json, history.csv, metrics.json, MODEL_CARD.md (data, per-class F1, what the
+model must not be used for), best.pt (best validation score), last.pt (for resuming) and figures/
+(learning curves, per-class F1, confusion matrix); checkpoints are written atomically and read back with
+`weights_only=True`.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from . import distributed, metrics
-from .config import TrainConfig, image_size_note, is_lsd_model
+from .config import TrainConfig, image_size_note, is_lsd_model, score_name
 from .data.abaw import has_split, read_abaw, read_expr_any
 from .data.clips import ClipDataset
 from .data.table import FrameTable
@@ -48,6 +49,7 @@ from .data.batch_augment import BatchAugment
 from .data.transforms import eval_transform, mixup_batch, train_transform
 from .losses import (DANLandmarkLoss, DANLoss, DDAMFNLoss, SCANCCILoss, SequenceFocalLoss, denormalize_landmarks,
                      normalize_landmarks)
+from .model_card import write_model_card
 from .models import create_model
 from .paths import output_dir, shown
 from .precision import Precision, resolve as resolve_precision
@@ -725,7 +727,7 @@ def record(metrics_path: str | Path, **entries) -> None:
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
 # be what last.pt was trained with, or the "resumed" run would be another run under the same name
 RESUMABLE = ("epochs", "progress", "device", "precision", "deterministic", "compile", "augment_on", "cache", "cache_gb",
-             "cache_dir", "workers", "exist", "checkpoint_minutes", "out_dir", "figures_dir")
+             "cache_dir", "workers", "exist", "reuse", "checkpoint_minutes", "out_dir", "figures_dir")
 RUN_FILES = ("history.csv", "metrics.json", "best.pt", "last.pt")   # a config.json alone: a run that saved nothing
 
 
@@ -841,6 +843,12 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
     r = distributed.setup(device_type)
     if r.on:
         check_distributed(cfg, r)
+    elif not resume and (cfg.reuse if cfg.reuse is not None else os.environ.get("FER_KIT_WORKSHOP") == "1"):
+        done = finished_run(out_dir, cfg)
+        if done is not None:
+            print(f"{shown(out_dir)} holds this configuration's finished run: loaded, not trained again "
+                  f"(best validation {done.best['score']:.4f} at epoch {done.best['epoch']}); reuse=False retrains")
+            return done
     deterministic = cfg.deterministic if cfg.deterministic is not None else device_type != "cuda"
     with ExitStack() as stack:
         def claim_folder() -> bool:
@@ -855,6 +863,28 @@ def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) ->
         stack.enter_context(determinism(deterministic))
         stack.enter_context(distributed.quiet_unless_main(r))
         return _fit(cfg, data, resuming, out_dir, r)
+
+
+# fields that change how a run goes, not what it learns: a finished run that differs only in these is this run
+HOW_ONLY = ("progress", "exist", "reuse", "out_dir", "figures_dir", "workers", "cache", "cache_gb", "cache_dir",
+            "checkpoint_minutes")
+
+
+def finished_run(out_dir: Path, cfg: TrainConfig) -> RunResult | None:
+    """The finished run in out_dir when it was trained with cfg (HOW_ONLY fields aside), else None."""
+    metrics_path = out_dir / "metrics.json"
+    if not all((out_dir / name).exists() for name in ("metrics.json", "best.pt", "history.csv")):
+        return None
+    m = json.loads(metrics_path.read_text())
+    ours = json.loads(json.dumps(cfg.to_dict()))
+    if {k: v for k, v in m.get("config", {}).items() if k not in HOW_ONLY} != \
+            {k: v for k, v in ours.items() if k not in HOW_ONLY}:
+        return None
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
+    return RunResult(model=model.to(select_device(cfg.device)).eval(), history=pd.read_csv(out_dir / "history.csv"),
+                     best=m["best"], out_dir=out_dir, metrics_path=metrics_path, test=m["test"],
+                     test_final=m["test_final"], protocol=m["protocol"])
 
 
 def check_distributed(cfg: TrainConfig, r: distributed.Ranks) -> None:
@@ -1060,6 +1090,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
     metrics_path = out_dir / "metrics.json"
     if r.main:
         _write_json(summary, metrics_path)
+        write_model_card(summary, out_dir)
         save_run_figures(hist, test or best, out_dir)
     return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path,
                      test=test, test_final=test_final, protocol=data.protocol)
@@ -1155,8 +1186,7 @@ def main(argv: list[str] | None = None) -> RunResult:
         distributed.cleanup()
     if not main_rank:
         return result
-    score = ("P" if cfg.task == "mtl" else "LSD mean F1" if is_lsd_model(cfg.model)
-             else "ABAW2020" if cfg.num_classes == 7 else "P_EXPR")
+    score = score_name(cfg.model, cfg.task, cfg.num_classes)
     print(f"best validation {score} {result.best['score']:.4f} at epoch {result.best['epoch']}; "
           f"metrics in {shown(result.metrics_path)}")
     if result.test is not None:

@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from fer_kit import train
 from fer_kit.config import TrainConfig
 from fer_kit.data import batch_augment as ba
-from fer_kit.data.transforms import (RECIPES, RandomErasingFace, RandomHorizontalFlipFace, apply_with_landmarks,
+from fer_kit.data.transforms import (RECIPES, RandomErasingFace, RandomHorizontalFlipFace,
                                      from_keypoints, to_keypoints, train_transform)
 
 SIZE = 48

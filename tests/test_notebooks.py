@@ -21,11 +21,23 @@ def run(name, tmp_path, **parameters):
 
 
 @pytest.mark.notebooks
-def test_00_small_run_learns_and_explains(tmp_path, tiny_synthetic):
+def test_00_small_run_learns_and_explains_and_a_workshop_loads_it(tmp_path, tiny_synthetic, monkeypatch):
     """nbval would re-execute the quickstart's default run (about two minutes of CI); a small one shows the
-    same cells work and learn."""
-    out = run("00_quickstart.ipynb", tmp_path, n_frames=1200, seed=3, epochs=2, image_size=48,
-              out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
+    same cells work and learn. It is prepared as a workshop prepares its route, and run again as in class."""
+    from fer_kit import run_notebook, workshop
+
+    monkeypatch.setitem(workshop.ROUTES, "test", [("00_quickstart", 5)])
+    monkeypatch.setitem(workshop.BREAKS, "test", 0)
+    monkeypatch.setenv("FER_KIT_OUTPUT", str(tmp_path))
+    params = dict(n_frames=1200, seed=3, epochs=2, image_size=48, out_dir=str(tmp_path / "run"),
+                  figures_dir=str(tmp_path / "figures"))
+    assert workshop.prepare("test", params) == ["00_quickstart"]
+    out = tmp_path / "workshop" / "00_quickstart.ipynb"
+    trained_at = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
+    in_class, _ = run_notebook.execute("00_quickstart", tmp_path / "class.ipynb", params, env={"FER_KIT_WORKSHOP": "1"})
+    said = "".join(o.get("text", "") for c in nbformat.read(in_class, 4).cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "loaded, not trained again" in said and (tmp_path / "run" / "best.pt").stat().st_mtime_ns == trained_at
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["epochs"] == 2 and m["config"]["image_size"] == 48 and "test split" in m["protocol"]
     text = "".join(o.get("text", "") for c in nbformat.read(out, 4).cells if c.cell_type == "code"
@@ -278,3 +290,30 @@ def test_nbval_compares_every_cell_that_prints_a_result(pytestconfig):
             if prints and not any(key in cell.source for key in NOT_COMPARED):
                 unmarked.append(f"{path.name}: {cell.source.splitlines()[0]}")
     assert not unmarked, f"cells print results that nbval never compares: {unmarked}"
+
+
+@pytest.mark.parametrize("name", [n for n, _ in NOTEBOOK_CONFIGS])
+def test_every_notebook_opens_with_objectives_and_its_measured_time(name):
+    from fer_kit import workshop
+
+    cell = nbformat.read(NOTEBOOKS / name, 4).cells[1]
+    assert cell.cell_type == "markdown" and cell.source.startswith("**After this notebook you can**")
+    assert cell.source.count("\n- ") >= 2
+    took = float(re.search(r"its default run took (\d+\.\d) min", cell.source).group(1))
+    measured = workshop.committed_minutes(name[:-len(".ipynb")])       # papermill's record of the saved run
+    assert abs(took - measured) <= max(0.5, 0.25 * measured), (took, measured)
+    planned = [m for route in workshop.ROUTES for step in workshop.steps(route) for n, m in step
+               if n == name[:-len(".ipynb")]]
+    if planned:
+        assert f"plan {max(planned)} min" in cell.source
+
+
+def test_the_workshop_routes_fit_their_time_and_run_in_order():
+    from fer_kit import workshop
+
+    assert workshop.class_minutes("3h") <= 180 and workshop.class_minutes("90min") <= 90
+    names = {n for n, _ in NOTEBOOK_CONFIGS}
+    for route in workshop.ROUTES:
+        order = workshop.notebooks(route)
+        assert {f"{n}.ipynb" for n in order} <= names and order == sorted(order)   # later notebooks load earlier runs
+    assert "prepare: about" in workshop.plan("3h")

@@ -41,6 +41,10 @@ def test_fit_writes_a_complete_run_folder(tmp_path, tiny_data, monkeypatch):
     assert result.reported is result.test and m["test_final"]["n"] == len(tiny_data.test)
     chosen = train.evaluate(result.model, tiny_data.test, tiny_data.classes)   # the model returned is the chosen epoch's
     assert chosen["score"] == pytest.approx(m["test"]["score"])
+    card = (run / "MODEL_CARD.md").read_text()          # data, per-class F1 on the test split, what not to do with it
+    assert f"{m['data']['train_frames']} training" in card and "test split" in card
+    assert all(f"| {name} | {f1:.3f} |" in card for name, f1 in m["test"]["per_class_f1"].items())
+    assert "must not be used for" in card and "Article 5(1)(f)" in card
 
 
 def test_seeded_runs_reproduce_metrics(tmp_path, tiny_data):
@@ -319,3 +323,21 @@ def test_a_compiled_run_trains_the_eager_run(tmp_path, tiny_data):
     assert compiled.history["train_loss"].tolist() == pytest.approx(eager.history["train_loss"].tolist(), rel=1e-4)
     a, b = (train.load_checkpoint(tmp_path / n / "run" / "last.pt")["model"] for n in ("eager", "compiled"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+
+
+def test_a_finished_run_of_the_same_config_is_reused_not_retrained(tmp_path, tiny_data, monkeypatch, capsys):
+    first = train.fit(tiny_config(tmp_path, epochs=2), tiny_data)
+    before = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
+    again = train.fit(tiny_config(tmp_path, epochs=2, reuse=True, progress=True), tiny_data)   # progress: how, not what
+    assert "loaded, not trained again" in capsys.readouterr().out
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns == before
+    assert again.test == first.test and again.best["epoch"] == first.best["epoch"]
+    assert again.history["train_loss"].tolist() == pytest.approx(first.history["train_loss"].tolist())
+    assert train.evaluate(again.model, tiny_data.test, tiny_data.classes)["score"] == pytest.approx(first.test["score"])
+    train.fit(tiny_config(tmp_path, epochs=2, lr=1e-4, reuse=True), tiny_data)     # another config: trained
+    assert "loaded" not in capsys.readouterr().out
+    monkeypatch.setenv("FER_KIT_WORKSHOP", "1")                                    # a workshop reuses by default ...
+    train.fit(tiny_config(tmp_path, epochs=2, lr=1e-4), tiny_data)
+    assert "loaded, not trained again" in capsys.readouterr().out
+    train.fit(tiny_config(tmp_path, epochs=2, lr=1e-4, reuse=False), tiny_data)    # ... unless a student retrains
+    assert "loaded" not in capsys.readouterr().out
