@@ -13,6 +13,11 @@ EXPR_CLASSES: tuple[str, ...] = (
 AU_NAMES: tuple[str, ...] = (
     "AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26",
 )
+# FACS names of those action units (Ekman & Friesen's Facial Action Coding System), in the same order.
+AU_FACS_NAMES: tuple[str, ...] = (
+    "inner brow raiser", "outer brow raiser", "brow lowerer", "cheek raiser", "lid tightener", "upper lip raiser",
+    "lip corner puller", "lip corner depressor", "lip tightener", "lip pressor", "lips part", "jaw drop",
+)
 # Frames per class in the Aff-Wild2 EXPR training data (paper A, Table 1, "Aff-Wild2" row).
 AFFWILD2_EXPR_COUNTS: tuple[int, ...] = (177_498, 16_573, 10_810, 9_080, 95_633, 79_862, 31_637, 165_866)
 

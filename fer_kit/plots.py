@@ -513,3 +513,18 @@ def cam_panel(pixels: np.ndarray, cam: np.ndarray, mask: np.ndarray | None = Non
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def action_units(images: np.ndarray, names: Sequence[str], captions: Sequence[str], changed: np.ndarray, path=None,
+                 title="The 12 ABAW action units, each alone on one synthetic face (outlined: what it changed)"):
+    """The glossary's AU table: a neutral face, then the same face with one AU active, its change outlined."""
+    cols = 5
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat[len(images):]:
+        ax.axis("off")
+    for ax, image, name, cap, mask in zip(axes.flat, images, names, captions, changed):
+        _face_axis(ax, image, f"{name}\n{cap}", mask=mask, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

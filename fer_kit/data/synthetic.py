@@ -346,6 +346,25 @@ def render_frames(n: int = 64, label: int | None = None, size: int = 112, seed: 
     return faces["images"], faces["labels"]
 
 
+def render_action_units(size: int = 112, seed: int = 0, intensity: float = 1.0) -> dict[str, np.ndarray]:
+    """One synthetic person, facing the camera: neutral, then with each of the 12 ABAW action units alone
+    at `intensity` (the glossary's AU table). Returns images (13, H, W, 3) uint8, landmarks (13, 68, 2),
+    names ("neutral", "AU1", ...) and `changed` (13, H, W): the pixels each differs from neutral in."""
+    plan = plan_videos(SyntheticConfig(n_frames=400, image_size=size, occluders=False, invalid_fraction=0.0,
+                                       missing_fraction=0.0, seed=seed))
+    video = plan["frames"][0]
+    fr = _frames_of(video, np.zeros(len(AU_NAMES) + 1, int))     # one frame of the video, 13 times
+    still = {"blink": 0.0, "roll": 0.0, "yaw": 0.0, "pitch": 0.0, "dx": 0.0, "dy": 0.0, "ds": 0.0, "gaze": 0.0,
+             "hand": False, "hidden": 0, "patch": -1}
+    for k, value in still.items():
+        fr[k] = np.full_like(fr[k], value)
+    fr["au"] = np.zeros_like(fr["au"])
+    fr["au"][np.arange(1, len(AU_NAMES) + 1), np.arange(len(AU_NAMES))] = intensity
+    images, landmarks = render_video(dict(video["ident"], blur=0.0, noise=0.0), fr, size, _video_rng(seed, 0))
+    changed = np.abs(images.astype(np.int16) - images[:1]).sum(-1) > 30      # (13, H, W): what each AU moved
+    return {"images": images, "landmarks": landmarks, "names": ("neutral", *AU_NAMES), "changed": changed}
+
+
 def raw_frames(n: int = 8, size: int = 224, seed: int = 0) -> dict[str, np.ndarray]:
     """Faces as a camera sees them before ABAW's crop-and-align step: small, tilted and off-centre in a
     larger frame of the room. Returns images (n,size,size,3) uint8, landmarks (n,68,2), the face boxes
