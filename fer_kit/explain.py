@@ -747,6 +747,7 @@ def explorer(entries: dict[str, tuple[nn.Module, Faces]], methods: Sequence[str]
         face_w.max = len(faces) - 1
         target_w.options = [("true class", -1)] + [(c, k) for k, c in enumerate(faces.classes)]
         layer_w.options = target_layers(model)
+        target_w.value, layer_w.value = -1, layer_w.options[0]    # (ipywidgets 8 leaves a new list unselected)
 
     def render(*_):
         model, faces = entries[model_w.value]
