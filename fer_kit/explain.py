@@ -677,6 +677,8 @@ class ExplainConfig(FromParams):
     epochs: int = 1                       # epochs of those small runs
     max_batches: int | None = 20          # cap on batches per epoch of those runs (None: whole epochs)
     interactive: bool = True              # build the ipywidgets explorer (a static figure is drawn either way)
+    video_source: str | None = None       # a video file or folder of images of your own; None: the kit's test video
+    video_smooth: int = 9                 # frames in the moving average of the video's probabilities
     seed: int = 0
     out_dir: str = "runs/10_gradcam_attention"   # pointing scores (csv) and summary.json of this notebook
     figures_dir: str = "figures"

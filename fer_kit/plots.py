@@ -249,15 +249,16 @@ def model_scores(scores: dict[str, float], references: dict[str, float] | None =
 
 
 def video_timeline(truth: np.ndarray, predictions: dict[str, np.ndarray], classes: Sequence[str], path=None,
-                   title: str = "One validation video, frame by frame", hidden: np.ndarray | None = None):
+                   title: str = "One validation video, frame by frame", hidden: np.ndarray | None = None,
+                   truth_label: str = "truth"):
     """The true class of every frame of a video and each model's prediction, one row each: flicker
     between frames is what temporal models are meant to remove. `hidden` marks (with a triangle above
-    the truth row) the frames whose expression a hand or a blur hides."""
-    rows = {"truth": np.asarray(truth), **{k: np.asarray(v) for k, v in predictions.items()}}
+    the truth row) the frames whose expression a hand or a blur hides. A class of -1 (no face) is blank."""
+    rows = {truth_label: np.asarray(truth), **{k: np.asarray(v) for k, v in predictions.items()}}
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     cmap = plt.get_cmap("tab10", len(classes))
-    ax.imshow(np.stack(list(rows.values())), aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5,
-              interpolation="nearest")
+    ax.imshow(np.ma.masked_less(np.stack(list(rows.values())), 0), aspect="auto", cmap=cmap, vmin=-0.5,
+              vmax=len(classes) - 0.5, interpolation="nearest")
     ax.set_yticks(range(len(rows)), list(rows))
     ax.set_xlabel("frame")
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(c)) for c in range(len(classes))]

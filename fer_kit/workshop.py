@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .paths import output_dir
 from .run_notebook import execute, notebook_path
 
-# In class minutes: reading, running and the exercises, for a group that knows Python and some PyTorch.
+# In class minutes: reading, running and discussing, for a group that knows Python and some PyTorch.
 # Notebooks in one inner list are run side by side by different groups, who then report to the room.
 ROUTES = {
     "3h": [("00_quickstart", 15), ("01_dataset_statistics", 15), ("02_preprocessing_and_augmentation", 15),

@@ -221,6 +221,17 @@ def test_a_trained_dan_points_at_the_au_regions_and_an_untrained_one_does_not(sm
     assert gap["low"] <= gap["gain"] <= gap["high"], gap
 
 
+@pytest.mark.notebooks
+def test_notebook_10_reads_the_test_video_frame_by_frame(small_10):
+    """Section 9: the kit's test video through OpenCV's detector and the small DAN, a row per frame."""
+    import pandas as pd
+
+    frames = pd.read_csv(small_10 / "run" / "video" / "frames.csv")
+    assert len(frames) == 9 * 16 and frames["face"].all()
+    assert set(frames["smoothed"]) <= set(EXPR_CLASSES)
+    assert (small_10 / "figures" / "10_video_timeline.png").stat().st_size > 5000
+
+
 # ------------------------------------------------------------------------------ notebook 10
 
 def test_10_parameter_cell_defaults_are_the_config_defaults():
