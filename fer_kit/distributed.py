@@ -127,7 +127,8 @@ def global_batch_norm(model: nn.Module, device_type: str) -> nn.Module:
                                   child.track_running_stats)
             new.load_state_dict(child.state_dict())
             new.train(child.training)
-            setattr(model, name, new.to(next(iter(child.state_dict().values())).device))
+            where = next(iter([*child.parameters(), *child.buffers()]), torch.empty(0)).device
+            setattr(model, name, new.to(where))
         else:
             global_batch_norm(child, device_type)
     return model

@@ -880,9 +880,8 @@ def finished_run(out_dir: Path, cfg: TrainConfig) -> RunResult | None:
     if {k: v for k, v in m.get("config", {}).items() if k not in HOW_ONLY} != \
             {k: v for k, v in ours.items() if k not in HOW_ONLY}:
         return None
-    model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
-    return RunResult(model=model.to(select_device(cfg.device)).eval(), history=pd.read_csv(out_dir / "history.csv"),
+    model = load_run(out_dir)[0].to(select_device(cfg.device))
+    return RunResult(model=model, history=pd.read_csv(out_dir / "history.csv"),
                      best=m["best"], out_dir=out_dir, metrics_path=metrics_path, test=m["test"],
                      test_final=m["test_final"], protocol=m["protocol"])
 
@@ -984,8 +983,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "sampler_rng": epoch_rng,
                 "rank_rng": distributed.gather_in_order([rng_state()], r) if r.on else None,
                 "epoch": epoch, "step": step, "sums": {k: float(v) for k, v in (sums or {}).items()}, "n_seen": n_seen,
-                "history": history,
-                "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None,
+                "history": history, "best": best, "config": cfg.to_dict(), "clock": clock.state() if clock else None,
                 "scaler": scaler.state_dict() if scaler is not None else None}
 
     if open_ended or cfg.schedule != "exponential":

@@ -20,8 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .data.face_detect import FaceDetector
-from .data.face_render import render_video
-from .data.synthetic import _smooth_walk, _video_identity, segment_targets
+from .data.synthetic import render_sequence
 from .data.transforms import crop_face, eval_transform
 from .labels import EXPR_CLASSES
 from .models import logits_only
@@ -68,24 +67,10 @@ def read_frames(source: str | Path, every: int = 1) -> tuple[list[np.ndarray], f
 
 def render_test_video(path: str | Path, segments=TEST_SEGMENTS, frames_per_segment: int = 16, size: int = 224,
                       seed: int = 0) -> pd.DataFrame:
-    """A synthetic person in a room, facing the camera with small head motion, through `segments` of
-    expressions (3-frame onsets between them), written as an .mp4 or, for a path without a suffix, as a
-    folder of PNG frames. Returns the truth: frame, label (Aff-Wild2 index), class."""
-    rng = np.random.default_rng([seed, 23])
-    ident = _video_identity(rng, "photo", occluders=False)
-    ident.update(scale=ident["scale"] * 0.55, tx=rng.uniform(-0.1, 0.1), ty=rng.uniform(-0.05, 0.05), blur=0.0)
-    labels = np.repeat([EXPR_CLASSES.index(s) for s in segments], frames_per_segment)
-    n = len(labels)
-    au = np.repeat(np.stack([segment_targets(EXPR_CLASSES.index(s), rng)[0] for s in segments]), frames_per_segment, 0)
-    for s in range(frames_per_segment, n, frames_per_segment):      # the expression eases in
-        w = np.linspace(0, 1, 5)[1:-1, None]
-        au[s:s + 3] = (1 - w) * au[s - 1] + w * au[s:s + 3]
-    fr = {"au": au.astype(np.float32), "blink": np.zeros(n, np.float32), "hand": np.zeros(n, bool),
-          "roll": _smooth_walk(rng, n, 0.04), "yaw": _smooth_walk(rng, n, 0.08), "pitch": _smooth_walk(rng, n, 0.04),
-          "dx": _smooth_walk(rng, n, 0.02), "dy": _smooth_walk(rng, n, 0.02), "ds": np.zeros(n),
-          "gaze": np.zeros((n, 2)), "hidden": np.zeros(n, np.int8), "patch": np.full(n, -1, np.int8),
-          "patch_grey": np.full(n, 0.5, np.float32)}
-    images, _ = render_video(ident, fr, size, np.random.default_rng([seed, 29]))
+    """The kit's test video (synthetic.render_sequence: one person through `segments` of expressions),
+    written as an .mp4 or, for a path without a suffix, as a folder of PNG frames. Returns the truth:
+    frame, label (Aff-Wild2 index), class."""
+    images, labels = render_sequence(segments, frames_per_segment, size, seed)
     path = Path(path)
     if path.suffix:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +84,7 @@ def render_test_video(path: str | Path, segments=TEST_SEGMENTS, frames_per_segme
         path.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(images):
             cv2.imwrite(str(path / f"{k:05d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-    return pd.DataFrame({"frame": np.arange(n), "label": labels, "class": [EXPR_CLASSES[k] for k in labels]})
+    return pd.DataFrame({"frame": np.arange(len(labels)), "label": labels, "class": [EXPR_CLASSES[k] for k in labels]})
 
 
 def smooth(probs: np.ndarray, window: int) -> np.ndarray:

@@ -365,6 +365,30 @@ def render_action_units(size: int = 112, seed: int = 0, intensity: float = 1.0) 
     return {"images": images, "landmarks": landmarks, "names": ("neutral", *AU_NAMES), "changed": changed}
 
 
+def render_sequence(segments: tuple[str, ...] | list[str], frames_per_segment: int = 16, size: int = 224,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One person in a room, facing a camera with small head motion, through `segments` of expressions
+    (class names; 3-frame onsets between them), the face about half the frame: a video to run a
+    detector and a classifier over. Returns images (n, size, size, 3) uint8 and labels (n,)."""
+    rng = np.random.default_rng([seed, 23])
+    ident = _video_identity(rng, "photo", occluders=False)
+    ident.update(scale=ident["scale"] * 0.55, tx=rng.uniform(-0.1, 0.1), ty=rng.uniform(-0.05, 0.05), blur=0.0)
+    classes = [EXPR_CLASSES.index(s) for s in segments]
+    labels = np.repeat(classes, frames_per_segment)
+    n = len(labels)
+    au = np.repeat(np.stack([segment_targets(k, rng)[0] for k in classes]), frames_per_segment, 0)
+    for s in range(frames_per_segment, n, frames_per_segment):      # the expression eases in
+        w = np.linspace(0, 1, 5)[1:-1, None]
+        au[s:s + 3] = (1 - w) * au[s - 1] + w * au[s:s + 3]
+    walk = lambda scale: _smooth_walk(rng, n, scale)                # noqa: E731
+    fr = {"au": au.astype(np.float32), "blink": np.zeros(n, np.float32), "hand": np.zeros(n, bool),
+          "roll": walk(0.04), "yaw": walk(0.08), "pitch": walk(0.04), "dx": walk(0.02), "dy": walk(0.02),
+          "ds": np.zeros(n), "gaze": np.zeros((n, 2)), "hidden": np.zeros(n, np.int8),
+          "patch": np.full(n, -1, np.int8), "patch_grey": np.full(n, 0.5, np.float32)}
+    images, _ = render_video(ident, fr, size, np.random.default_rng([seed, 29]))
+    return images, labels
+
+
 def raw_frames(n: int = 8, size: int = 224, seed: int = 0) -> dict[str, np.ndarray]:
     """Faces as a camera sees them before ABAW's crop-and-align step: small, tilted and off-centre in a
     larger frame of the room. Returns images (n,size,size,3) uint8, landmarks (n,68,2), the face boxes
