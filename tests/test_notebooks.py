@@ -317,3 +317,20 @@ def test_the_workshop_routes_fit_their_time_and_run_in_order():
         order = workshop.notebooks(route)
         assert {f"{n}.ipynb" for n in order} <= names and order == sorted(order)   # later notebooks load earlier runs
     assert "prepare: about" in workshop.plan("3h")
+
+
+@pytest.mark.parametrize("name", [n for n, _ in NOTEBOOK_CONFIGS])
+def test_exercises_have_hidden_solutions_that_compute_their_answers(name):
+    """Where a notebook ends with exercises, each has a solution cell after it: collapsed in JupyterLab,
+    tagged "solution", and compared by nbval (01-03) or run by the papermill tests (the others)."""
+    cells = nbformat.read(NOTEBOOKS / name, 4).cells
+    start = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")),
+                 None)
+    if start is None:
+        pytest.skip(f"{name} has no exercises yet")
+    asked = len(re.findall(r"^\d+\. ", cells[start].source, re.M))
+    solutions = [c for c in cells[start + 1:] if "solution" in c.metadata.get("tags", [])]
+    assert asked >= 2 and len(solutions) == asked
+    for c in solutions:
+        assert c.cell_type == "code" and c.metadata["jupyter"]["source_hidden"]
+        assert c.source.startswith("# NBVAL_CHECK_OUTPUT") and c.outputs, "a solution shows its computed answer"

@@ -85,3 +85,27 @@ def test_table_subset_and_concat_keep_arrays_aligned():
         table([9])
     # the ABAW csv columns are read by position: the order is the challenge's
     assert AU_NAMES == ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")
+
+
+def test_always_answering_one_class_scores_its_share_in_accuracy_and_little_in_p_expr():
+    from fer_kit.data.stats import always_one_class
+    from fer_kit.labels import AFFWILD2_EXPR_COUNTS
+    from fer_kit.metrics import expr_report
+
+    counts = [30, 5, 10, 5]
+    y = np.repeat(np.arange(4), counts)
+    report = expr_report(y, np.zeros_like(y), num_classes=4)                 # the metric code agrees
+    got = always_one_class(counts)
+    assert got["class"] == 0 and got["accuracy"] == pytest.approx(report["accuracy"])
+    assert got["p_expr"] == pytest.approx(report["p_expr"])
+    affwild2 = always_one_class(AFFWILD2_EXPR_COUNTS)                          # paper A Table 1: Neutral
+    assert affwild2["class"] == 0 and 0.30 < affwild2["accuracy"] < 0.31 and affwild2["p_expr"] < 0.06
+
+
+def test_the_strongest_au_pair_is_found_off_the_diagonal():
+    import pandas as pd
+
+    from fer_kit.data.stats import strongest_pair
+
+    c = pd.DataFrame([[1.0, 0.2, 0.9], [0.1, 1.0, 0.3], [0.4, 0.95, 1.0]], index=list("abc"), columns=list("abc"))
+    assert strongest_pair(c) == ("c", "b", 0.95)

@@ -88,3 +88,21 @@ def videos_per_class(table: FrameTable) -> pd.Series:
     """In how many distinct videos each class appears: a class seen in few videos is seen on few people."""
     return pd.Series([len(set(table.videos[table.labels == c])) for c in range(len(table.classes))],
                      index=list(table.classes), name="videos")
+
+
+def always_one_class(counts, k: int | None = None) -> dict:
+    """Scores of answering class k (default: the most frequent) for every frame of a split with these
+    per-class frame counts: accuracy n_k / N, that class's F1 2 n_k / (N + n_k) (precision n_k / N, recall
+    1), every other class's F1 0, so P_EXPR = F1_k / C. Why ABAW scores by mean F1, not accuracy."""
+    n = np.asarray(counts, dtype=float)
+    k = int(np.argmax(n)) if k is None else k
+    f1 = 2 * n[k] / (n.sum() + n[k])
+    return {"class": k, "accuracy": float(n[k] / n.sum()), "f1": float(f1), "p_expr": float(f1 / len(n))}
+
+
+def strongest_pair(cooccurrence: pd.DataFrame) -> tuple[str, str, float]:
+    """The (row AU, column AU) pair, off the diagonal, with the highest P(column | row)."""
+    c = cooccurrence.to_numpy().copy()
+    np.fill_diagonal(c, -np.inf)
+    i, j = np.unravel_index(np.argmax(c), c.shape)
+    return cooccurrence.index[i], cooccurrence.columns[j], float(c[i, j])
