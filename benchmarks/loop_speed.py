@@ -77,8 +77,21 @@ def loop_vs_bare(size: int, device: torch.device, batch: int = 64, steps: int = 
     return statistics.median(kit), statistics.median(bare), statistics.median(ratios), policy
 
 
-def step_flops(size: int, device: torch.device, batch: int = 64) -> tuple[float, float]:
-    """FLOPs of one training step (forward + backward) and its seconds, in the run's precision."""
+def median_seconds(fn, device: torch.device, repeats: int = 3) -> float:
+    """Median time of fn() after one warm-up call, waiting for a GPU to finish each."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_flops(size: int, device: torch.device, batch: int = 64):
+    """FLOPs of one training step (forward + backward), its seconds, and the precision it ran in."""
     cfg, model, criterion, opt, x, y, policy = setup(size, batch, 1, device)
     x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
 
@@ -86,28 +99,12 @@ def step_flops(size: int, device: torch.device, batch: int = 64) -> tuple[float,
         bare_step(model, criterion, opt, policy, x, y)
     with FlopCounterMode(display=False) as counter:
         step()
-    step()
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return counter.get_total_flops(), statistics.median(times)
+    return counter.get_total_flops(), median_seconds(step, device), policy
 
 
 def matmul_rate(dtype: torch.dtype, device: torch.device, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, device, repeats=5)
 
 
 def report(device: torch.device):
@@ -116,8 +113,7 @@ def report(device: torch.device):
     for size in (80, 112):
         kit, bare, ratio, policy = loop_vs_bare(size, device)
         print(f"{f'{size} px':22s} {kit:9.1f} {bare:10.1f} {ratio:8.3f}  {policy.name}")
-    flops, seconds = step_flops(112, device)
-    policy = resolve("auto", device, train.build_model(TrainConfig(model="dan", image_size=112, progress=False)))
+    flops, seconds, policy = step_flops(112, device)
     dtype = torch.bfloat16 if policy.name == "bf16" else torch.float16 if policy.name == "fp16" else torch.float32
     peak = matmul_rate(dtype, device)
     print(f"DAN-R18 step at 112 px: {flops / 1e9:.1f} GFLOP in {seconds:.3f} s = {flops / seconds / 1e9:.1f} GFLOP/s; "

@@ -87,7 +87,8 @@ class RankSlice(Sampler[int]):
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch over all processes, for CPU
     (gloo) runs: torch's SyncBatchNorm is GPU-only. The all-reduces are differentiable
-    (torch.distributed.nn), so the backward pass sums each rank's share as SyncBatchNorm's does."""
+    (torch.distributed._functional_collectives), so the backward pass sums each rank's share as
+    SyncBatchNorm's does."""
 
     def _check_input_dim(self, x):
         if x.dim() < 2:
@@ -96,7 +97,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed._functional_collectives import all_reduce   # differentiable (torch >= 2.9)
+        from torch.distributed._functional_collectives import all_reduce   # differentiable (seen in torch 2.14)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         z = x if x.dtype == torch.float64 else x.float()

@@ -58,11 +58,12 @@ def committed_minutes(name: str) -> float:
 
 
 def plan(route: str) -> str:
+    took = {name: committed_minutes(name) for name in notebooks(route)}
     lines = [f"route {route}: {class_minutes(route)} min in class (breaks {BREAKS[route]} min)"]
     for k, step in enumerate(steps(route), 1):
-        side = " | ".join(f"{name} ({m} min; its committed run {committed_minutes(name):.1f} min)" for name, m in step)
+        side = " | ".join(f"{name} ({m} min; its committed run {took[name]:.1f} min)" for name, m in step)
         lines.append(f"  {k}. {side}")
-    total = sum(committed_minutes(n) for n in notebooks(route))
+    total = sum(took.values())
     lines.append(f"prepare: about {total:.0f} min on the CPU of the committed runs")
     return "\n".join(lines)
 
@@ -72,14 +73,14 @@ def prepare(route: str, parameters: dict | None = None) -> list[str]:
     counts the committed runs' minutes."""
     folder = output_dir() / "workshop"
     folder.mkdir(parents=True, exist_ok=True)
-    names = notebooks(route)
+    took = {name: round(committed_minutes(name), 1) for name in notebooks(route)}
     done = []
-    with tqdm(total=round(sum(committed_minutes(n) for n in names), 1), unit="min", desc=f"preparing {route}",
+    with tqdm(total=round(sum(took.values()), 1), unit="min", desc=f"preparing {route}",
               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min of committed runs [{elapsed}<{remaining}]") as bar:
-        for name in names:
+        for name, minutes in took.items():
             bar.set_postfix_str(name)
             execute(name, folder / f"{name}.ipynb", parameters)
-            bar.update(round(committed_minutes(name), 1))
+            bar.update(minutes)
             done.append(name)
     return done
 
