@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
@@ -50,9 +51,15 @@ def majority_class(train, val) -> dict:
 def mean_shape(train, val, size: float = 112.0) -> dict:
     """Predict the training faces' mean landmark shape for every frame: on aligned crops this already
     scores a low NME, so a landmark head localises only if it beats this (datasets with targets="landmarks")."""
-    mean = np.nanmean(train.landmarks.numpy(), axis=0)                        # (68, 2) normalised
     true = val.landmarks.numpy()
-    return metrics.landmark_errors(np.broadcast_to(mean, true.shape), true, size)
+    return metrics.landmark_errors(mean_shape_landmarks(train, len(true)), true, size)
+
+
+def mean_shape_landmarks(train, n: int) -> np.ndarray:
+    """The training faces' mean landmark shape (normalised coordinates), repeated for n frames: the
+    mean-shape predictor's output, to score it like a landmark head (e.g. metrics.landmark_region_errors)."""
+    mean = np.nanmean(train.landmarks.numpy(), axis=0)                        # (68, 2)
+    return np.broadcast_to(mean, (n, *mean.shape))
 
 
 def trivial_multitask(train_table, val_table, au: str = "none") -> dict:
@@ -120,3 +127,33 @@ def reference_sentence(name: str, score: float, references: dict[str, float], me
     if short:
         parts.append("does NOT beat " + ", ".join(short))
     return "; ".join(parts) + "."
+
+
+def au_floors(report: dict) -> pd.DataFrame:
+    """Per AU of an AU report (metrics.au_report, or a multi-task report): its base rate p on the scored
+    frames, the model's F1, and the F1 2p / (1 + p) of answering "active" on every frame, hardest AU
+    first. A rare AU's F1 is low for any detector: read each F1 against its own floor."""
+    names = list(report["per_au_f1"])
+    rate = np.array([report["support"][n] / max(report["valid"][n], 1) for n in names])
+    table = pd.DataFrame({"base rate": rate, "F1": [report["per_au_f1"][n] for n in names],
+                          "always-active F1": 2 * rate / (1 + rate)}, index=pd.Index(names, name="AU"))
+    return table.sort_values(["F1", "base rate"])
+
+
+def hardest_au_sentence(floors: pd.DataFrame) -> str:
+    """What au_floors says about difficulty, in words computed from it: the hardest AU, the rarest, and
+    whether F1 follows the base rate across the AUs (Spearman's rank correlation)."""
+    hardest, rarest = floors.index[0], floors["base rate"].idxmin()
+    rarity_rank = int(floors["base rate"].rank(method="min")[hardest])
+    varies = floors["F1"].nunique() > 1 and floors["base rate"].nunique() > 1
+    rho = floors["base rate"].corr(floors["F1"], method="spearman") if varies else float("nan")
+    follows = ("F1 (or the base rate) does not vary across the AUs here, so one cannot explain the other" if not np.isfinite(rho) else
+               f"rarer AUs score {'lower' if rho > 0 else 'higher'} (rank correlation of base rate and F1 {rho:+.2f}"
+               f"{', weak' if abs(rho) < 0.4 else ''})")
+    above = int((floors["F1"] > floors["always-active F1"] + 1e-9).sum())      # equal F1 is a tie, not a win
+    tied = list(floors.index[floors["F1"] == floors["F1"].iloc[0]])
+    hardest_is = hardest if len(tied) == 1 else f"{len(tied)} AUs tie ({', '.join(tied)}), the rarest of them {hardest}"
+    return (f"hardest: {hardest_is}, F1 {floors.loc[hardest, 'F1']:.3f} at a base rate of {floors.loc[hardest, 'base rate']:.2f} "
+            f"(rarity rank {rarity_rank} of {len(floors)}); the rarest is {rarest} (base rate "
+            f"{floors.loc[rarest, 'base rate']:.2f}, F1 {floors.loc[rarest, 'F1']:.3f}); {follows}; {above} of {len(floors)} "
+            f"AUs beat their always-active F1 2p/(1+p)")

@@ -76,6 +76,17 @@ def score_table(runs: dict, metric: str = "score") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("run").round(3)
 
 
+def unpaired_sentence(a: str, report_a: dict, b: str, report_b: dict, metric: str = "score") -> str:
+    """One model scored on two different sets of frames (other people, another rendering), each report
+    with its "interval" over videos (train.evaluate(..., interval=True)): no paired interval exists, so
+    the verdict is whether the two intervals overlap, a cautious one (overlapping intervals may still
+    hide a real gap)."""
+    (va, (la, ha)), (vb, (lb, hb)) = ((r[metric], r["interval"]) for r in (report_a, report_b))
+    reading = ("the intervals overlap: this run cannot tell the two apart" if la <= hb and lb <= ha else
+               f"the intervals do not overlap: {a} is {'higher' if va > vb else 'lower'} beyond the noise")
+    return f"{a} {va:.3f} [{la:.3f}, {ha:.3f}] vs {b} {vb:.3f} [{lb:.3f}, {hb:.3f}], a difference of {va - vb:+.3f}; {reading}"
+
+
 def comparison_dir() -> Path:
     return output_dir() / "runs" / "comparisons"
 
@@ -93,3 +104,32 @@ def save(comparison: dict, name: str, **context) -> Path:
 def load_all(folder: str | Path | None = None) -> dict[str, dict]:
     folder = Path(folder) if folder is not None else comparison_dir()
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def drop_under(labels, preds: dict, videos, condition, num_classes: int, score: str = "abaw2020",
+               what: str = "affected", n_boot: int = 1000, seed: int = 0) -> dict:
+    """Which of two models a condition (e.g. a covered face region) hurts more: each model's score on the
+    frames without it minus on those with it, and the first model's drop minus the second's with a paired
+    interval over videos. Only videos showing both kinds of frames count, so every resample scores both."""
+    labels, videos, condition = np.asarray(labels), np.asarray(videos), np.asarray(condition, bool)
+    both = np.array([condition[videos == v].any() and not condition[videos == v].all() for v in videos])
+    labels, videos, condition = labels[both], videos[both], condition[both]
+
+    def drop_of(pred):
+        row = metrics.frame_score_fn(labels, np.asarray(pred)[both], score, num_classes)
+        return lambda i: row(i[~condition[i]]) - row(i[condition[i]])
+
+    drops = {name: drop_of(pred) for name, pred in preds.items()}
+    (a, drop_a), (b, drop_b) = drops.items()
+    gap = metrics.paired_gain(drop_a, drop_b, videos, n_boot=n_boot, seed=seed)
+    every = np.arange(len(labels))
+    out = {"score": score, "frames": int(len(labels)), "videos": int(len(np.unique(videos))),
+           "drop": {a: drop_a(every), b: drop_b(every)}, "gap": gap}
+    reading = {"better": f"{a} loses more than {b}, beyond the noise",
+               "worse": f"{a} loses less than {b}, beyond the noise",
+               "within the noise": "this split cannot tell which of the two loses more"}[gap["verdict"]]
+    out["sentence"] = (f"from clean to {what} frames {score} drops by {out['drop'][a]:+.3f} for {a} and by "
+                       f"{out['drop'][b]:+.3f} for {b} (a negative drop is a rise; {out['videos']} videos show both); "
+                       f"{a}'s drop minus {b}'s is {gap['gain']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}] "
+                       f"(paired bootstrap over videos): {reading}")
+    return out

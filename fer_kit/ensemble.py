@@ -292,6 +292,22 @@ def crossfit_weighted(logits: np.ndarray, labels: np.ndarray, videos: np.ndarray
     return scores, np.stack(weights)
 
 
+def majority_vote(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N, C) member logits -> hard voting: (N,) classes, each member casting one vote for its argmax,
+    and (N,) whether the top count was tied (a tie goes to the tied class with the highest mean
+    probability). Unlike soft voting, a vote forgets how sure each member was."""
+    votes = np.eye(logits.shape[-1])[logits.argmax(-1)].sum(0)                 # (N, C) votes per class
+    top = votes == votes.max(1, keepdims=True)
+    return np.where(top, softmax(logits).mean(0), -np.inf).argmax(1), top.sum(1) > 1
+
+
+def first_k_scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    """Soft voting's score over the first k members, k = 1..K (members in training order, not best
+    first): how an ensemble grows as members are added."""
+    score = score_fn(num_classes)
+    return [score(labels, combine(logits[:k], "soft").argmax(1)) for k in range(1, len(logits) + 1)]
+
+
 def combine_va(va: np.ndarray) -> np.ndarray:
     """Multi-task members: valence-arousal by the mean of the members (K, N, 2) -> (N, 2)."""
     return np.nanmean(va, axis=0)

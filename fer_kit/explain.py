@@ -58,7 +58,8 @@ __all__ = ["METHODS", "METHOD_LABELS", "CamModel", "VATarget", "target_layers", 
            "AU_REGION", "REGIONS", "class_aus", "region_mask", "class_mask", "pointing_score", "Faces",
            "load_faces", "faces_from_arrays", "pointing_scores", "attention_pointing", "load_run",
            "untrained_model", "fallback_config", "obtain_model", "PAPER_RUNS", "ExplainConfig",
-           "predict_proba", "confident_mistakes", "pointing_gap", "pointing_sentence", "explorer"]
+           "predict_proba", "confident_mistakes", "confidence_by_outcome", "pointing_gap", "pointing_sentence", "pointing_by_outcome",
+           "outcome_sentence", "method_gaps", "method_gaps_sentence", "explorer"]
 
 # pytorch-grad-cam classes by the names notebooks and configs use
 METHODS: dict[str, type] = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM,
@@ -519,6 +520,34 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int = 6) -> np.
     return wrong[np.argsort(-probs[wrong].max(1))][:n]
 
 
+def confidence_by_outcome(probs: np.ndarray, labels: np.ndarray, videos, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean top-class probability on the frames a model got right and on those it got wrong, right - wrong
+    with a 95% interval over videos, and mean confidence beside accuracy (over 1: over-confident).
+    A confidence worth reading is higher when the model is right; gap None when all are right or all wrong
+    (resamples that draw only right or only wrong frames are left out of the interval)."""
+    conf, right = probs.max(1), probs.argmax(1) == np.asarray(labels)
+    out = {"right": float(conf[right].mean()) if right.any() else np.nan, "n_right": int(right.sum()),
+           "wrong": float(conf[~right].mean()) if not right.all() else np.nan, "n_wrong": int((~right).sum()),
+           "confidence": float(conf.mean()), "accuracy": float(right.mean()), "gap": None}
+    if right.any() and not right.all():
+        gap = lambda i: conf[i][right[i]].mean() - conf[i][~right[i]].mean() if 0 < right[i].sum() < len(i) else np.nan
+        lo, hi = metrics.video_bootstrap(gap, videos, n_boot=n_boot, seed=seed, skip_nan=True)
+        verdict = "higher" if lo > 0 else "lower" if hi < 0 else "within the noise"
+        out["gap"] = {"gain": out["right"] - out["wrong"], "low": lo, "high": hi, "verdict": verdict}
+    g = out["gap"]
+    reading = ("every frame is right, or every one wrong: nothing to compare" if g is None else
+               f"right - wrong {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] over videos: " +
+               ({"higher": "it is surer when it is right, beyond the noise",
+                 "lower": "it is surer when it is *wrong*, beyond the noise",
+                 "within the noise": "this split cannot tell its confidence when right from when wrong"}[g["verdict"]]
+                if np.isfinite(g["low"]) else "one group holds too few videos for an interval: no verdict"))
+    calibration = "over-confident" if out["confidence"] > out["accuracy"] else "under-confident"
+    out["sentence"] = (f"mean top probability {out['right']:.2f} on the {out['n_right']} frames it got right, {out['wrong']:.2f} "
+                       f"on the {out['n_wrong']} it got wrong; {reading}. Its mean confidence {out['confidence']:.2f} against "
+                       f"its accuracy {out['accuracy']:.2f}: {calibration}")
+    return out
+
+
 def pointing_gap(scores: pd.DataFrame, faces: Faces, layer: str, method: str = "Grad-CAM", model: str = "dan",
                  n_boot: int = 1000, seed: int = 0) -> dict:
     """Trained vs untrained mean pointing score on the same faces, each with a 95% interval over videos
@@ -551,6 +580,70 @@ def pointing_sentence(gap: dict, bar: float = 1.5, control_bar: float = 1.2) -> 
             f"{gap['trained']:.2f} [{gap['trained_low']:.2f}, {gap['trained_high']:.2f}], untrained "
             f"{gap['untrained']:.2f} [{gap['untrained_low']:.2f}, {gap['untrained_high']:.2f}]; gap "
             f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]: {verdict}; {bars}.")
+
+
+def pointing_by_outcome(scores: pd.DataFrame, faces: Faces, layer: str, method: str = "Grad-CAM", model: str = "dan",
+                        n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """The trained model's mean pointing score (map of the true class) on the faces it got right and on
+    those it got wrong, and right - wrong with a 95% interval over videos: does a mistake come with
+    evidence looked for off the AU regions? None when every face is right, or every one wrong."""
+    d = scores[(scores.model == model) & (scores.state == "trained") & (scores.method == method) & (scores.layer == layer)]
+    d = d.groupby("face").agg(score=("score", "mean"), correct=("correct", "first"))
+    right, x = d["correct"].to_numpy(bool), d["score"].to_numpy(float)
+    if right.all() or not right.any():
+        return None
+    videos = faces.videos[d.index.to_numpy()]
+
+    def right_minus_wrong(i):       # a resample may hold no face of one group: no difference then
+        r = right[i]
+        return x[i][r].mean() - x[i][~r].mean() if r.any() and not r.all() else np.nan
+
+    lo, hi = metrics.video_bootstrap(right_minus_wrong, videos, n_boot=n_boot, seed=seed, skip_nan=True)
+    gain = right_minus_wrong(np.arange(len(x)))
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "within the noise"
+    return {"layer": layer, "method": method, "right": float(x[right].mean()), "wrong": float(x[~right].mean()),
+            "n_right": int(right.sum()), "n_wrong": int((~right).sum()), "videos": len(np.unique(videos)),
+            "gap": {"gain": float(gain), "low": lo, "high": hi, "verdict": verdict}}
+
+
+def outcome_sentence(outcome: dict | None) -> str:
+    """The run's own reading of `pointing_by_outcome`."""
+    if outcome is None:
+        return "the model got every scored face right, or every one wrong: nothing to compare"
+    g = outcome["gap"]
+    reading = {"better": "the right answers point more at the AU regions than the mistakes, beyond the noise",
+               "worse": "the mistakes point *more* at the AU regions than the right answers, beyond the noise",
+               "within the noise": "this run cannot tell the two apart: a mistake does not show in where the map sits"
+               }[g["verdict"]] if np.isfinite(g["low"]) else "one group holds too few videos for an interval: no verdict"
+    return (f"{outcome['method']} on {outcome['layer']} (map of the true class): right {outcome['right']:.2f} on "
+            f"{outcome['n_right']} faces, wrong {outcome['wrong']:.2f} on {outcome['n_wrong']}; right - wrong "
+            f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] over {outcome['videos']} videos: {reading}.")
+
+
+def method_gaps(scores: pd.DataFrame, faces: Faces, nets: dict[str, nn.Module], methods: Sequence[str] = ("gradcam", "eigencam"),
+                layer: str | None = None, model: str = "dan", seed: int = 0) -> dict[str, dict]:
+    """`pointing_gap` (trained vs untrained) per method on one layer; `nets` maps "trained" and "untrained"
+    to the networks, used only to score the methods `scores` lacks (on at most 60 faces, classes taking turns).
+    A method that scores as high on the untrained network says more about faces than about learning."""
+    layer = layer or target_layers(nets["trained"])[0]
+    d = scores[(scores.model == model) & (scores.layer == layer)]
+    missing = [m for m in methods if {"trained", "untrained"} - set(d[d.method == METHOD_LABELS[m]].state)]
+    extra = [pointing_scores(net, faces, missing, layers=[layer], max_faces={m: 60 for m in missing}).assign(model=model, state=state)
+             for state, net in nets.items()] if missing else []
+    extra = [e.assign(method=e["method"].map(METHOD_LABELS)) for e in extra]
+    both = pd.concat([d, *extra], ignore_index=True)
+    return {METHOD_LABELS[m]: pointing_gap(both, faces, layer, METHOD_LABELS[m], model, seed=seed) for m in methods}
+
+
+def method_gaps_sentence(gaps: dict[str, dict]) -> str:
+    """Which method scores highest on the trained network, and which one training moved most (`method_gaps`)."""
+    parts = [f"{m} ({g['faces']} faces): trained {g['trained']:.2f}, untrained {g['untrained']:.2f}, gap {g['gap']['gain']:+.2f} "
+             f"[{g['gap']['low']:+.2f}, {g['gap']['high']:+.2f}] ({g['gap']['verdict']})" for m, g in gaps.items()]
+    top = max(gaps, key=lambda m: gaps[m]["trained"])
+    moved = max(gaps, key=lambda m: gaps[m]["gap"]["gain"])
+    reading = (f"{top} scores highest and is also the one training moved most" if top == moved else
+               f"{top} scores highest, but training moved {moved} most: {top}'s score owes more to the face than to what was learnt")
+    return "; ".join(parts) + f". {reading}."
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -135,6 +135,27 @@ def landmark_errors(pred, true, size: float = 112.0) -> dict:
             "landmark_frames": int(keep.sum())}
 
 
+# the iBUG 68-point layout's regions (first point, one past the last)
+LANDMARK_REGIONS = {"jaw": (0, 17), "brows": (17, 27), "nose": (27, 36), "eyes": (36, 48), "mouth": (48, 68)}
+
+
+def landmark_region_errors(pred, true) -> dict:
+    """Where a landmark predictor errs: the NME (as in landmark_errors) of each iBUG region, and the
+    single worst point. One NME hides that the regions an expression moves (brows, mouth, jaw) are the
+    ones an expression model needs, and the ones the mean shape misses most."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    keep = np.isfinite(true).all(axis=(1, 2))
+    if pred.shape != true.shape or not keep.any():
+        raise ValueError(f"need alike (N, 68, 2) landmarks with at least one labelled face; got {pred.shape}, {true.shape}")
+    i, j = OUTER_EYE_CORNERS
+    point = (np.linalg.norm(pred[keep] - true[keep], axis=2)
+             / np.linalg.norm(true[keep, i] - true[keep, j], axis=1)[:, None]).mean(0)     # (68,) NME per point
+    worst = int(point.argmax())
+    return {"regions": {name: float(point[a:b].mean()) for name, (a, b) in LANDMARK_REGIONS.items()},
+            "worst_point": worst, "worst_point_nme": float(point[worst]),
+            "worst_point_region": next(n for n, (a, b) in LANDMARK_REGIONS.items() if a <= worst < b)}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Valence/arousal: concordance correlation coefficient.
 
@@ -399,13 +420,26 @@ def au_threshold_study(au_true, au_prob, videos, seed: int = 0) -> dict:
     return out
 
 
-def video_bootstrap(score, videos, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def au_threshold_gain(au_true, au_prob, videos, thresholds_a, thresholds_b, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean AU F1 with thresholds a minus with thresholds b on the same frames, with a paired bootstrap
+    interval over videos and its verdict (paired_gain): e.g. thresholds tuned on training vs validation."""
+    t, p = _au_inputs(au_true, au_prob)
+    keep = t != AU_INVALID
+    hit_a, hit_b = p >= _au_thresholds(thresholds_a), p >= _au_thresholds(thresholds_b)
+    return paired_gain(lambda i: float(_binary_f1(t[i], hit_a[i], keep[i]).mean()),
+                       lambda i: float(_binary_f1(t[i], hit_b[i], keep[i]).mean()), np.asarray(videos), n_boot, seed)
+
+
+def video_bootstrap(score, videos, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                    skip_nan: bool = False) -> tuple[float, float]:
     """Percentile interval of `score(frame_index)` over resampled videos.
 
     Frames of one video are strongly correlated (the same face, seconds apart), so resampling frames
     would make the interval far too narrow; whole videos are drawn with replacement instead, and
     `score` receives the frame indices of each resample (repeated videos repeated). For a paired
-    comparison, let `score` return the difference of two models on the same indices."""
+    comparison, let `score` return the difference of two models on the same indices. skip_nan: leave out
+    resamples whose score is undefined (NaN, e.g. no wrong frame drawn); when more than 10% of them are,
+    the groups are too small to bound and the interval is (NaN, NaN)."""
     videos = np.asarray(videos)
     names, inverse = np.unique(videos, return_inverse=True)
     if len(names) < 2:
@@ -415,6 +449,10 @@ def video_bootstrap(score, videos, n_boot: int = 1000, seed: int = 0, level: flo
     values = np.array([score(np.concatenate([frames[v] for v in rng.integers(0, len(names), len(names))]))
                        for _ in range(n_boot)])
     tail = (1 - level) / 2 * 100
+    if skip_nan:
+        if np.isnan(values).mean() > 0.1:
+            return float("nan"), float("nan")
+        values = values[~np.isnan(values)]
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 

@@ -803,6 +803,16 @@ def patterns(rep: Reproduction) -> pd.DataFrame:
 HEADLINE = ("P_EXPR", "ABAW2020", "P", "LSD_F1")
 
 
+def headline_gaps(rep: Reproduction) -> pd.DataFrame:
+    """Each filled cell of a table's headline metric: the paper's value, the kit's, the kit's floor and
+    the two distances. kit - paper measures data, scale and training time; kit - floor says whether the
+    kit's run learnt anything at all (the only part of a level a small run can speak to)."""
+    cells = rep.cells[rep.cells["metric"].isin(HEADLINE) & rep.cells["kit"].notna()]
+    floors = [(rep.floors.get((p, t)) or ({},))[0].get(m) for p, t, m in zip(cells["paper"], cells["table"], cells["metric"])]
+    out = cells[["paper", "table", "method", "metric", "reported", "kit"]].assign(floor=[np.nan if f is None else float(f) for f in floors])
+    return out.assign(kit_minus_paper=out["kit"] - out["reported"], kit_minus_floor=out["kit"] - out["floor"]).reset_index(drop=True)
+
+
 def plot_paper(rep: Reproduction, paper: str, path=None):
     """Reported vs kit on each table's headline metric, one pair of bars per row the kit filled, one
     panel per table; a black tick marks the kit's floor (training labels only) on the same data."""

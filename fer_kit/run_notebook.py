@@ -123,6 +123,22 @@ def execute(name: str, output: str | Path | None = None, parameters: dict | None
     return output, seconds
 
 
+_TOOK = re.compile(r"its default run took \d+\.\d min")
+
+
+def record_time(path: str | Path) -> float:
+    """Write the saved run's duration (papermill's record) into the objectives cell's "its default run
+    took N min", so the time a teacher plans with is the one the saved outputs took. Returns minutes."""
+    nb = nbformat.read(path, as_version=4)
+    minutes = nb.metadata["papermill"]["duration"] / 60
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and _TOOK.search(cell.source):
+            cell.source = _TOOK.sub(f"its default run took {minutes:.1f} min", cell.source)
+            nbformat.write(nb, path)
+            break
+    return minutes
+
+
 def parse_value(text: str):
     """A -p value as papermill's CLI reads it: a Python literal when it is one, else the string."""
     try:
@@ -143,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parameter_args(p)
     args = p.parse_args(argv)
     out, seconds = execute(args.notebook, args.output, {k: parse_value(v) for k, v in args.parameter})
+    if out == notebook_path(args.notebook) and not args.parameter:       # the committed default run
+        record_time(out)
     print(f"{out.name}: executed in {seconds:.0f} s")
 
 

@@ -16,7 +16,7 @@ import torch
 from .losses import AffinityLoss, AttentionDiversityLoss, FocalLoss, PartitionLoss, ccc
 
 __all__ = ["AffinityToy", "affinity_toy", "PartitionToy", "partition_toy", "ccc_vs_mse", "AttentionToy",
-           "attention_diversity_toy", "focal_curves"]
+           "attention_diversity_toy", "focal_curves", "focal_gradient_ratio"]
 
 
 def _adam_steps(params, loss_fn, steps: int, lr: float) -> list[float]:
@@ -152,3 +152,14 @@ def focal_curves(gammas=(0.0, 1.0, 2.0, 5.0), points: int = 99) -> pd.DataFrame:
     for gamma in gammas:
         out[f"gamma = {gamma:g}"] = FocalLoss(gamma=gamma, reduction="none")(logits, labels).numpy()
     return pd.DataFrame(out)
+
+
+def focal_gradient_ratio(p_true: float, gamma: float = 2.0) -> float:
+    """How much of cross-entropy's gradient focal loss keeps for a frame whose true class has probability
+    p_true: |dL_focal/dz_true| / |dL_CE/dz_true|, by autograd through the kit's FocalLoss. Analytically
+    (1 - p)^gamma - gamma p (1 - p)^(gamma - 1) ln p: far below 1 for easy frames, above 1 for hard ones."""
+    logits = torch.tensor([[math.log(p_true), math.log(1 - p_true)]], dtype=torch.float64, requires_grad=True)
+    label = torch.zeros(1, dtype=torch.long)
+    focal_grad, = torch.autograd.grad(FocalLoss(gamma=gamma)(logits, label), logits)
+    ce_grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, label), logits)
+    return float(focal_grad[0, 0] / ce_grad[0, 0])

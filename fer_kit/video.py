@@ -95,6 +95,16 @@ def smooth(probs: np.ndarray, window: int) -> np.ndarray:
     return pd.DataFrame(probs).rolling(window, center=True, min_periods=1).mean().to_numpy()
 
 
+def smooth_by_video(probs: np.ndarray, videos, window: int) -> np.ndarray:
+    """`smooth` inside each video of a split (rows in frame order within a video), never across two
+    videos: the next person's first frames say nothing about this one's last."""
+    videos, out = np.asarray(videos), np.array(probs, dtype=float)
+    for v in pd.unique(videos):
+        rows = np.flatnonzero(videos == v)
+        out[rows] = smooth(out[rows], window)
+    return out
+
+
 @torch.no_grad()
 def analyse(frames: list[np.ndarray], model: torch.nn.Module, image_size: int, classes=EXPR_CLASSES,
             window: int = 9, margin: float = 0.2, batch_size: int = 64, device: str = "cpu",

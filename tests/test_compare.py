@@ -121,6 +121,19 @@ def test_run_notebook_gives_the_kernel_the_inline_backend(tmp_path, monkeypatch)
     assert os.environ["MPLBACKEND"] == "agg"            # restored afterwards
 
 
+def test_a_default_run_writes_its_own_time_into_the_objectives(tmp_path):
+    from fer_kit import run_notebook
+
+    path = tmp_path / "01.ipynb"
+    shutil.copy(notebook_path("01"), path)
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["papermill"]["duration"] = 201.0
+    nbformat.write(nb, path)
+    assert run_notebook.record_time(path) == pytest.approx(3.35)
+    objectives = nbformat.read(path, as_version=4).cells[1].source
+    assert "its default run took 3.4 min" in objectives and objectives.count(" took ") == 1
+
+
 def test_committed_notebooks_name_no_path_of_this_machine():
     from fer_kit.paths import project_dir
 

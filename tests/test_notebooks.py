@@ -321,13 +321,14 @@ def test_the_workshop_routes_fit_their_time_and_run_in_order():
 
 @pytest.mark.parametrize("name", [n for n, _ in NOTEBOOK_CONFIGS])
 def test_exercises_have_hidden_solutions_that_compute_their_answers(name):
-    """Where a notebook ends with exercises, each has a solution cell after it: collapsed in JupyterLab,
+    """Every notebook ends with exercises, each with a solution cell after it: collapsed in JupyterLab,
     tagged "solution", and compared by nbval (01-03) or run by the papermill tests (the others)."""
     cells = nbformat.read(NOTEBOOKS / name, 4).cells
     start = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises")),
                  None)
-    if start is None:
-        pytest.skip(f"{name} has no exercises yet")
+    assert start is not None, f"{name} has no '## Exercises' cell"
+    assert all(c.cell_type == "code" and "solution" in c.metadata.get("tags", []) for c in cells[start + 1:]), \
+        "the exercises and their solutions end the notebook"
     asked = len(re.findall(r"^\d+\. ", cells[start].source, re.M))
     solutions = [c for c in cells[start + 1:] if "solution" in c.metadata.get("tags", [])]
     assert asked >= 2 and len(solutions) == asked

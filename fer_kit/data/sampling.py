@@ -8,6 +8,7 @@ members on subsets; paper C caps each class ("max samples per class", Table 3) a
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import WeightedRandomSampler
 
@@ -96,3 +97,48 @@ def sampled_class_counts(labels, num_classes: int, n_draws: int, weighted: bool,
         idx = torch.cat([torch.randperm(len(labels), generator=g) for _ in range(-(-n_draws // len(labels)))])[:n_draws]
     drawn = labels[idx.numpy()]
     return np.bincount(drawn[drawn >= 0], minlength=num_classes)
+
+
+def epoch_coverage(labels, num_classes: int, seed: int = 0) -> pd.DataFrame:
+    """Per class, what one weighted epoch (len(labels) draws, as `weighted_sampler`) does to its frames:
+    draws, distinct frames seen, and the share seen beside its expectation 1 - (1 - q)^N (q: one frame's
+    draw probability). The sampler balances the classes by repeating rare frames and skipping common ones."""
+    labels = np.asarray(labels)
+    drawn = np.array(list(weighted_sampler(labels, num_classes, generator=torch.Generator().manual_seed(seed))))
+    weights = class_weights(labels, num_classes)
+    q = weights / weights.sum()
+    rows = []
+    for c in np.unique(labels[labels >= 0]):
+        mine = labels[drawn] == c
+        frames = int((labels == c).sum())
+        rows.append({"class": int(c), "frames": frames, "draws": int(mine.sum()),
+                     "distinct seen": len(np.unique(drawn[mine])),
+                     "share seen": len(np.unique(drawn[mine])) / frames,
+                     "expected share": 1 - (1 - q[labels == c][0]) ** len(labels)})
+    return pd.DataFrame(rows).set_index("class")
+
+
+def member_share(n_units: int, fraction: float = 0.2, bootstrap: bool = False) -> float:
+    """Expected share s of the n_units videos one `bagging_subsets` member sees: the fraction, rounded as
+    the draw rounds it, or 1 - (1 - 1/n)^n (about 63%) for a bootstrap. Two independent members then
+    share s^2 on average, a Jaccard overlap of s / (2 - s), and (1 - s)^k of the videos reach none of k."""
+    if bootstrap:
+        return 1 - (1 - 1 / n_units) ** n_units
+    return max(1, int(round(fraction * n_units))) / n_units
+
+
+def cap_report(labels, caps, class_names, seed: int = 0) -> pd.DataFrame:
+    """For each per-class cap (paper C Table 3), what `cap_per_class` keeps: frames kept and thrown away,
+    the classes it trims, and the largest/smallest class ratio left (the imbalance the cap buys off)."""
+    labels = np.asarray(labels)
+    total = np.bincount(labels[labels >= 0], minlength=len(class_names))
+    present = total > 0
+    rows = []
+    for cap in caps:
+        kept = np.bincount(labels[cap_per_class(labels, cap, seed=seed)], minlength=len(class_names))
+        rows.append({"cap": cap, "kept": int(kept.sum()), "thrown away": int(total.sum() - kept.sum()),
+                     "share thrown away": 1 - kept.sum() / total.sum(),
+                     "classes trimmed": [n for n, t, k in zip(class_names, total, kept) if k < t],
+                     "imbalance before": total[present].max() / total[present].min(),
+                     "imbalance after": kept[present].max() / kept[present].min()})
+    return pd.DataFrame(rows).set_index("cap")

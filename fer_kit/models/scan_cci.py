@@ -70,6 +70,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -307,3 +308,16 @@ def scan_cci_small(**kwargs) -> SCANCCI:
 
 for _fn in (scan_cci, scan_cci_code, scan_cci_small):
     _fn.model_cls = SCANCCI
+
+
+@torch.no_grad()
+def branch_logits(model: SCANCCI, dataset, batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Logits (N, C) over a dataset, in its order, of paper C's prediction (the mean of the 5 vectors) and
+    of each branch alone (SCAN's vector; the mean of the 4 CCI blocks'): what each part adds to the vote."""
+    device = next(model.parameters()).device
+    parts = {"mean of 5 (paper C)": [], "SCAN alone": [], "CCI blocks alone": []}
+    for x, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        out = model.eval()(x.to(device))
+        for part, z in zip(parts, (out.logits, out.attention_logits, out.region_logits.mean(dim=1))):
+            parts[part].append(z.float().cpu())
+    return {part: torch.cat(z).numpy() for part, z in parts.items()}
