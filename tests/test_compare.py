@@ -139,3 +139,32 @@ def test_committed_notebooks_name_no_path_of_this_machine():
 
     for path in sorted(notebook_path("00").parent.glob("*.ipynb")):
         assert str(project_dir().parent) not in path.read_text(), path.name
+
+
+def test_unpaired_sentence_reads_overlap_of_the_intervals():
+    a = {"lsd_mean_f1": 0.20, "interval": (0.15, 0.25)}
+    assert "a difference of -0.100; the intervals do not overlap: dim is lower beyond the noise" in compare.unpaired_sentence(
+        "dim", a, "photo", {"lsd_mean_f1": 0.30, "interval": (0.26, 0.35)}, "lsd_mean_f1")
+    assert compare.unpaired_sentence("dim", a, "photo", {"lsd_mean_f1": 0.24, "interval": (0.19, 0.30)},
+                                     "lsd_mean_f1").endswith("the intervals overlap: this run cannot tell the two apart")
+    assert compare.unpaired_sentence("dim", a, "photo", {"lsd_mean_f1": 0.10, "interval": (0.05, 0.15)},
+                                     "lsd_mean_f1").endswith("the intervals overlap: this run cannot tell the two apart")
+
+
+def test_drop_under_names_the_model_the_condition_hurts():
+    rng = np.random.default_rng(0)
+    videos = np.repeat([f"v{k}" for k in range(12)], 40)
+    labels = rng.integers(0, 4, len(videos))
+    covered = np.tile(np.arange(40) < 10, 12)
+    covered[videos == "v11"] = False                          # a video without covered frames does not count
+    fragile = np.where(covered, (labels + 1) % 4, labels)     # right on clean frames, wrong on covered ones
+    robust = labels.copy()
+    out = compare.drop_under(labels, {"fragile": fragile, "robust": robust}, videos, covered, 4,
+                             score="accuracy", what="covered", n_boot=200)
+    assert out["videos"] == 11 and out["frames"] == 11 * 40
+    assert out["drop"] == {"fragile": pytest.approx(1.0), "robust": pytest.approx(0.0)}
+    assert out["gap"]["verdict"] == "better" and "fragile loses more than robust" in out["sentence"]
+    swapped = compare.drop_under(labels, {"robust": robust, "fragile": fragile}, videos, covered, 4, score="accuracy")
+    assert swapped["gap"]["verdict"] == "worse" and "robust loses less" in swapped["sentence"]
+    same = compare.drop_under(labels, {"a": robust, "b": robust}, videos, covered, 4, score="accuracy")
+    assert same["gap"]["verdict"] == "within the noise"

@@ -211,3 +211,27 @@ def test_cli_trains_members_on_subsets_and_reports_intervals(tmp_path, tiny_synt
     sizes = [json.loads((tmp_path / "ens" / f"member_{i}" / "metrics.json").read_text())["data"]["train_frames"]
              for i in range(3)]
     assert max(sizes) < len(data.train) * 0.6                           # each member saw a subset only
+
+
+def test_majority_vote_counts_votes_and_breaks_ties_by_the_mean_probability():
+    # 3 members, 2 frames, 3 classes: frame 0 gets votes 0, 0, 2 -> class 0 although member 3 is very sure of 2
+    logits = np.array([[[1.0, 0.0, 0.0], [5.0, 0.0, 0.0]],
+                       [[1.0, 0.0, 0.0], [0.0, 5.0, 0.0]],
+                       [[0.0, 0.0, 9.0], [0.0, 0.0, 1.0]]])
+    classes, tied = ensemble.majority_vote(logits)
+    assert classes[0] == 0 and not tied[0]
+    assert ensemble.combine(logits, "soft").argmax(1)[0] == 2          # soft voting follows the sure member
+    # frame 1: one vote each, a three-way tie: the highest mean probability wins (classes 0 and 1 are level
+    # there, so argmax takes the first)
+    assert tied[1] and classes[1] == np.argmax(ensemble.softmax(logits).mean(0)[1])
+
+
+def test_first_k_scores_start_at_the_first_member_and_end_at_the_full_ensemble():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 60)
+    logits = rng.normal(size=(3, 60, 8))
+    growth = ensemble.first_k_scores(logits, labels, 8)
+    score = ensemble.score_fn(8)
+    assert len(growth) == 3
+    assert growth[0] == pytest.approx(score(labels, logits[0].argmax(1)))
+    assert growth[-1] == pytest.approx(score(labels, ensemble.combine(logits, "soft").argmax(1)))

@@ -4,6 +4,7 @@ import json
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -273,3 +274,81 @@ def test_10_small_run_learns_and_writes_its_figures(small_10):
     for fig in ("10_au_regions", "10_gradcam_grid", "10_dan_heads", "10_pointing_trained_vs_untrained",
                 "10_pointing_methods", "10_failures", "10_explorer"):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_confidence_by_outcome_compares_right_and_wrong_frames_over_videos():
+    labels = np.array([0, 0, 1, 1] * 5)
+    videos = np.repeat(np.arange(5), 4)
+    sure, unsure = [0.9, 0.1], [0.4, 0.6]
+    probs = np.array([sure, unsure, sure[::-1], unsure] * 5)   # per video: frames 0, 2, 3 right; frame 1 wrong at 0.6
+    out = ex.confidence_by_outcome(probs, labels, videos, n_boot=200)
+    assert out["n_right"] == 15 and out["n_wrong"] == 5
+    assert out["right"] == pytest.approx((0.9 + 0.9 + 0.6) / 3) and out["wrong"] == pytest.approx(0.6)
+    assert out["accuracy"] == 0.75 and out["confidence"] == pytest.approx(0.75)
+    assert out["gap"]["verdict"] == "higher" and "surer when it is right" in out["sentence"]
+    every = ex.confidence_by_outcome(probs[labels == 0][::2], labels[labels == 0][::2], videos[labels == 0][::2])
+    assert every["gap"] is None and "nothing to compare" in every["sentence"]
+
+
+def _faces(n: int) -> ex.Faces:
+    masks = np.zeros((n, 4, 4), bool)
+    masks[:, :2] = True
+    return ex.Faces(images=torch.zeros(n, 3, 4, 4), pixels=np.zeros((n, 4, 4, 3)), labels=np.ones(n, int),
+                         classes=("Neutral", "Anger"), landmarks=np.zeros((n, 68, 2)), masks=masks,
+                         videos=np.repeat([f"v{i}" for i in range(n // 2)], 2))
+
+
+def _scores(correct, score, method="Grad-CAM", state="trained"):
+    return pd.DataFrame({"face": range(len(score)), "class": "Anger", "method": method, "layer": "trunk",
+                         "score": score, "empty_map": False, "correct": correct, "model": "dan", "state": state})
+
+
+def test_pointing_by_outcome_splits_right_from_wrong_with_an_interval_over_videos():
+    n = 40
+    correct = np.arange(n) % 4 < 2                       # every video holds two right or two wrong faces
+    score = np.where(correct, 1.8, 0.9) + np.linspace(0, 0.1, n)
+    out = ex.pointing_by_outcome(_scores(correct, score), _faces(n), "trunk", seed=0)
+    assert out["n_right"] == 20 and out["n_wrong"] == 20 and out["videos"] == 20
+    assert out["right"] == pytest.approx(score[correct].mean()) and out["gap"]["verdict"] == "better"
+    assert out["gap"]["low"] <= out["gap"]["gain"] <= out["gap"]["high"]
+    assert "beyond the noise" in ex.outcome_sentence(out)
+    assert ex.pointing_by_outcome(_scores(np.ones(n, bool), score), _faces(n), "trunk") is None
+    assert "nothing to compare" in ex.outcome_sentence(None)
+
+
+def test_method_gaps_reuse_the_scores_and_say_which_method_training_moved():
+    n = 20
+    correct = np.ones(n, bool)
+    parts = [_scores(correct, np.full(n, 1.5), "Grad-CAM", "trained"), _scores(correct, np.full(n, 1.0), "Grad-CAM", "untrained"),
+             _scores(correct, np.full(n, 1.9), "EigenCAM", "trained"), _scores(correct, np.full(n, 1.8), "EigenCAM", "untrained")]
+    # nothing is missing, so the networks are never asked for a map
+    gaps = ex.method_gaps(pd.concat(parts), _faces(n), {"trained": None, "untrained": None}, layer="trunk")
+    assert gaps["Grad-CAM"]["gap"]["gain"] == pytest.approx(0.5) and gaps["EigenCAM"]["gap"]["gain"] == pytest.approx(0.1)
+    sentence = ex.method_gaps_sentence(gaps)
+    assert "EigenCAM scores highest, but training moved Grad-CAM most" in sentence
+
+
+def test_pointing_by_outcome_gives_no_interval_when_one_group_sits_in_one_video():
+    n = 40
+    correct = np.arange(n) < 2                            # the right faces all come from video v0
+    out = ex.pointing_by_outcome(_scores(correct, np.linspace(1, 2, n)), _faces(n), "trunk")
+    assert np.isnan(out["gap"]["low"]) and "too few videos" in ex.outcome_sentence(out)
+
+
+def test_method_gaps_score_a_method_the_run_left_out():
+    """Section 5 of notebook 10 scored Grad-CAM only: EigenCAM is scored here, on the same faces for both nets."""
+    from fer_kit.data.synthetic import render_faces
+    from fer_kit.labels import EXPR_CLASSES
+    from fer_kit.models import create_model
+
+    f = render_faces(n=12, size=112, seed=1)
+    faces = ex.faces_from_arrays(f["images"], f["labels"], f["landmarks"], EXPR_CLASSES, size=48)
+    torch.manual_seed(0)
+    nets = {"trained": create_model("test_dan").eval(), "untrained": create_model("test_dan").eval()}
+    layer = ex.target_layers(nets["trained"])[0]
+    scores = pd.concat([ex.pointing_scores(net, faces, ["gradcam"]).assign(model="dan", state=state)
+                        for state, net in nets.items()])
+    scores["method"] = scores["method"].map(ex.METHOD_LABELS)
+    gaps = ex.method_gaps(scores, faces, nets, ("gradcam", "eigencam"), layer=layer)
+    assert set(gaps) == {"Grad-CAM", "EigenCAM"} and gaps["EigenCAM"]["faces"] == int(faces.scorable.sum())
+    assert "scores highest" in ex.method_gaps_sentence(gaps)

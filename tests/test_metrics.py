@@ -7,6 +7,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from fer_kit import metrics
 
+from helpers import au_split
+
 
 def test_matches_sklearn_on_random_labels():
     rng = np.random.default_rng(0)
@@ -229,3 +231,60 @@ def test_fast_task_score_is_the_report_s_score_on_any_frames(tasks):
     for idx in (np.arange(n), rng.integers(0, n, n), np.sort(rng.choice(n, 100, replace=False))):
         slow = task_report({k: v[idx] for k, v in outs.items()}, {k: v[idx] for k, v in targets.items()}, classes)
         assert fast(idx) == pytest.approx(slow["score"], abs=1e-9)
+
+
+def test_video_bootstrap_can_leave_out_resamples_where_the_score_is_undefined():
+    from fer_kit import metrics
+
+    videos = np.arange(6).repeat(2)
+    # undefined when a resample draws fewer than 3 distinct videos (about 2%): those resamples are left out
+    rarely = lambda i: np.nan if len(np.unique(videos[i])) < 3 else float((i < 2).mean())
+    assert np.isnan(metrics.video_bootstrap(rarely, videos, n_boot=2000)).all()
+    lo, hi = metrics.video_bootstrap(rarely, videos, n_boot=2000, skip_nan=True)
+    assert 0 <= lo <= hi < 1
+    # undefined whenever video 0 is missing (a third of the resamples): too small a group to bound
+    often = lambda i: np.nan if not (i < 2).any() else float((i < 2).mean())
+    assert np.isnan(metrics.video_bootstrap(often, videos, n_boot=200, skip_nan=True)).all()
+
+
+def test_au_threshold_gain_is_the_difference_of_the_two_au_f1s_with_a_paired_interval():
+    truth, prob, videos = au_split(np.random.default_rng(0))
+    tuned = metrics.tune_au_thresholds(truth, prob)
+    gain = metrics.au_threshold_gain(truth, prob, videos, tuned, 0.5, n_boot=200)
+    assert gain["gain"] == pytest.approx(metrics.au_f1(truth, prob, tuned)[1] - metrics.au_f1(truth, prob, 0.5)[1])
+    assert gain["low"] <= gain["gain"] <= gain["high"] and gain["verdict"] == "better"   # tuned and scored on the same frames
+    same = metrics.au_threshold_gain(truth, prob, videos, 0.5, 0.5, n_boot=50)
+    assert (same["gain"], same["low"], same["high"], same["verdict"]) == (0, 0, 0, "within the noise")
+
+
+def test_au_threshold_gain_ignores_invalid_au_labels():
+    truth, prob, videos = au_split(np.random.default_rng(1))
+    truth[:10, 0] = -1
+    gain = metrics.au_threshold_gain(truth, prob, videos, 0.3, 0.5, n_boot=20)
+    assert gain["gain"] == pytest.approx(metrics.au_f1(truth, prob, 0.3)[1] - metrics.au_f1(truth, prob, 0.5)[1])
+
+
+def test_landmark_region_errors_finds_the_displaced_region_and_point():
+    rng = np.random.default_rng(4)
+    true = rng.uniform(-0.6, 0.6, (10, 68, 2))
+    true[:, 36], true[:, 45] = (-0.4, 0.0), (0.4, 0.0)          # outer eye corners 0.8 apart
+    pred = true.copy()
+    pred[:, 48:68, 1] += 0.08                                     # the whole mouth 0.1 inter-ocular low
+    pred[:, 57, 1] += 0.08                                        # its lower lip's middle even more
+    errors = metrics.landmark_region_errors(pred, true)
+    assert errors["regions"]["jaw"] == 0 and errors["regions"]["mouth"] == pytest.approx((19 * 0.1 + 0.2) / 20)
+    assert (errors["worst_point"], errors["worst_point_region"]) == (57, "mouth")
+    assert errors["worst_point_nme"] == pytest.approx(0.2)
+    # the regions' NME, weighted by their points, is landmark_errors' NME
+    overall = metrics.landmark_errors(pred, true)["landmark_nme"]
+    sizes = {name: b - a for name, (a, b) in metrics.LANDMARK_REGIONS.items()}
+    assert sum(errors["regions"][r] * sizes[r] for r in sizes) / 68 == pytest.approx(overall)
+
+
+def test_landmark_region_errors_skips_unlabelled_faces_and_refuses_none():
+    true = np.random.default_rng(5).uniform(-0.6, 0.6, (4, 68, 2))
+    pred = true + 0.01
+    true[0] = np.nan
+    assert metrics.landmark_region_errors(pred, true)["regions"] == metrics.landmark_region_errors(pred[1:], true[1:])["regions"]
+    with pytest.raises(ValueError, match="at least one labelled face"):
+        metrics.landmark_region_errors(pred, np.full_like(true, np.nan))

@@ -209,3 +209,16 @@ def test_parameter_groups():
     groups = m.parameter_groups()
     assert [g["lr"] for g in groups] == [1e-4, 1e-3]
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+
+
+def test_branch_logits_split_paper_c_s_vote_into_its_parts():
+    torch.manual_seed(0)
+    net = create_model("scan_cci_small", num_classes=7).eval()
+    frames = [(torch.randn(3, 48, 48), 0) for _ in range(5)]
+    parts = scan_cci.branch_logits(net, frames, batch_size=2)
+    assert list(parts) == ["mean of 5 (paper C)", "SCAN alone", "CCI blocks alone"]
+    assert all(z.shape == (5, 7) for z in parts.values())
+    with torch.no_grad():
+        whole = net(torch.stack([x for x, _ in frames])).logits.numpy()
+    assert np.allclose(parts["mean of 5 (paper C)"], whole, atol=1e-5)
+    assert np.allclose(parts["mean of 5 (paper C)"], (parts["SCAN alone"] + 4 * parts["CCI blocks alone"]) / 5, atol=1e-5)

@@ -1,10 +1,15 @@
 """Paper D's reports: P over the three tasks, single-task scores, the trivial predictor, its table layout."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 
 from fer_kit import baselines, metrics, papers, plots
 from fer_kit.data.table import DropReport, FrameTable
 from fer_kit.labels import EXPR_CLASSES
+
+from helpers import au_split
 
 
 def _split(n=60, seed=0):
@@ -98,3 +103,40 @@ def test_reference_sentence_says_what_a_score_does_not_beat():
     s = baselines.reference_sentence("run", 0.35, {"untrained": 0.10, "every AU": 0.40, "same": 0.345})
     assert s == ("run: P 0.350; beats untrained (0.100); ties with same (0.345); "
                  "does NOT beat every AU (0.400).")
+
+
+def test_au_floors_reads_base_rates_and_hardest_first():
+    truth, prob, _ = au_split(np.random.default_rng(2))
+    truth[:, 3] = 0
+    truth[:5, 3] = 1                                            # AU6: rare, and scored below the others
+    prob[:, 3] = 0.1
+    report = metrics.au_report(truth, prob)
+    floors = baselines.au_floors(report)
+    assert floors.index[0] == "AU6" and list(floors["F1"]) == sorted(floors["F1"])
+    p = 5 / len(truth)
+    assert floors.loc["AU6", "base rate"] == pytest.approx(p)
+    assert floors.loc["AU6", "always-active F1"] == pytest.approx(2 * p / (1 + p))
+    # the every-AU-active predictor scores exactly that floor
+    always = metrics.au_report(truth, np.ones_like(prob))
+    assert floors["always-active F1"].to_dict() == pytest.approx(always["per_au_f1"])
+    sentence = baselines.hardest_au_sentence(floors)
+    assert sentence.startswith("hardest: AU6, F1 0.000") and "the rarest is AU6" in sentence and "of 12 AUs beat" in sentence
+
+
+def test_hardest_au_sentence_when_every_f1_is_the_same():
+    truth, prob, _ = au_split(np.random.default_rng(3))
+    floors = baselines.au_floors(metrics.au_report(truth, np.zeros_like(prob)))    # never active: every F1 is 0
+    sentence = baselines.hardest_au_sentence(floors)
+    assert "F1 (or the base rate) does not vary across the AUs" in sentence and "0 of 12 AUs beat" in sentence
+    assert sentence.startswith("hardest: 12 AUs tie (")
+    # answering "active" everywhere ties with the always-active floor: no AU beats it
+    assert "0 of 12 AUs beat" in baselines.hardest_au_sentence(baselines.au_floors(metrics.au_report(truth, np.ones_like(prob))))
+
+
+def test_mean_shape_landmarks_is_the_mean_shape_baselines_prediction():
+    landmarks = torch.from_numpy(np.random.default_rng(6).uniform(-0.6, 0.6, (8, 68, 2)))
+    train = SimpleNamespace(landmarks=landmarks[:5])
+    mean = baselines.mean_shape_landmarks(train, 3)
+    assert mean.shape == (3, 68, 2) and np.allclose(mean[2], landmarks[:5].numpy().mean(0))
+    val = SimpleNamespace(landmarks=landmarks[5:])
+    assert baselines.mean_shape(train, val) == metrics.landmark_errors(mean, landmarks[5:].numpy())

@@ -4,6 +4,7 @@ import ast
 import json
 from dataclasses import fields
 
+import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -216,3 +217,17 @@ def test_11_small_run_fills_every_runnable_row(tmp_path, monkeypatch, tiny_synth
     assert filled["kit"].between(-1, 3).all() and filled["kit_text"].str.contains(r"\(synthetic faces").all()
     for paper in "ABCDE":
         assert (tmp_path / "fig" / f"11_paper_{paper}.png").stat().st_size > 1000, paper
+
+
+def test_headline_gaps_measure_the_kit_against_the_paper_and_its_floor():
+    cells = pd.DataFrame([
+        {"paper": "A", "table": "Table 3", "method": "DAN", "metric": "P_EXPR", "reported": 0.33, "kit": 0.20},
+        {"paper": "A", "table": "Table 3", "method": "Ensemble", "metric": "P_EXPR", "reported": 0.35, "kit": None},
+        {"paper": "C", "table": "Table 2", "method": "SCAN", "metric": "F1", "reported": 0.37, "kit": 0.1},
+        {"paper": "E", "table": "Section 3", "method": "bag", "metric": "LSD_F1", "reported": 0.71, "kit": 0.05}])
+    rep = reproduce.Reproduction(cells=cells, rows=pd.DataFrame(), runs=pd.DataFrame(), config=None,
+                                 floors={("A", "Table 3"): ({"P_EXPR": 0.05}, None), ("E", "Section 3"): None})
+    out = reproduce.headline_gaps(rep)
+    assert list(out["method"]) == ["DAN", "bag"]          # headline metrics with a kit value only
+    assert out.loc[0, "kit_minus_paper"] == pytest.approx(-0.13) and out.loc[0, "kit_minus_floor"] == pytest.approx(0.15)
+    assert np.isnan(out.loc[1, "floor"]) and np.isnan(out.loc[1, "kit_minus_floor"])

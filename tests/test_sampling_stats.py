@@ -1,7 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from fer_kit.data import sampling
 from fer_kit.data.sampling import bagging_subsets, cap_per_class, class_weights, subset_overlap, weighted_sampler
 from fer_kit.data.stats import au_cooccurrence, au_prevalence, class_table, frames_per_video, imbalance, va_histogram
 from fer_kit.data.table import DropReport, FrameTable, concat_tables
@@ -109,3 +112,40 @@ def test_the_strongest_au_pair_is_found_off_the_diagonal():
 
     c = pd.DataFrame([[1.0, 0.2, 0.9], [0.1, 1.0, 0.3], [0.4, 0.95, 1.0]], index=list("abc"), columns=list("abc"))
     assert strongest_pair(c) == ("c", "b", 0.95)
+
+
+def test_epoch_coverage_shows_rare_frames_more_often_and_matches_its_expectation():
+    labels = np.repeat([0, 1, 2], [3000, 600, 200])
+    labels = np.concatenate([labels, [-1] * 50])                        # no expression: never drawn
+    cover = sampling.epoch_coverage(labels, num_classes=4, seed=0)
+    assert list(cover.index) == [0, 1, 2]                                  # class 3 has no frame: no row
+    assert cover["draws"].sum() == len(labels)
+    assert cover["share seen"].is_monotonic_increasing                    # the rarer, the more of it is seen
+    # q = (1/n_c) / (number of classes): 1 - (1 - q)^N with N = 3850 draws
+    n = len(labels)
+    assert cover.loc[0, "expected share"] == pytest.approx(1 - (1 - 1 / 9000) ** n)
+    assert np.allclose(cover["share seen"], cover["expected share"], atol=0.03)
+
+
+def test_member_share_predicts_the_overlap_and_the_unseen_videos_of_bagging_subsets():
+    assert sampling.member_share(50, 0.2) == 0.2
+    assert sampling.member_share(7, 0.2) == 1 / 7                          # round(1.4) = 1 video
+    assert sampling.member_share(1000, bootstrap=True) == pytest.approx(1 - math.exp(-1), abs=1e-3)
+    videos = np.repeat(np.arange(200), 5)                                  # 200 videos of 5 frames
+    for boot in (False, True):
+        s = sampling.member_share(200, 0.2, bootstrap=boot)
+        bags = sampling.bagging_subsets(len(videos), 40, 0.2, bootstrap=boot, seed=1, groups=videos)
+        overlap = sampling.subset_overlap(bags)[np.triu_indices(40, 1)].mean()
+        assert overlap == pytest.approx(s / (2 - s), abs=0.02), boot
+        unseen = [1 - len(np.unique(np.concatenate(bags[i:i + 5]))) / len(videos) for i in range(0, 40, 5)]
+        assert np.mean(unseen) == pytest.approx((1 - s) ** 5, abs=0.03), boot
+
+
+def test_cap_report_counts_what_each_cap_throws_away():
+    labels = np.repeat([0, 1, 2], [10, 4, 2])
+    report = sampling.cap_report(labels, [5, 2], ["A", "B", "C", "D"])    # D: no frame, left out of the ratios
+    assert report.loc[5, "kept"] == 11 and report.loc[5, "thrown away"] == 5
+    assert report.loc[5, "classes trimmed"] == ["A"]
+    assert report.loc[5, "imbalance before"] == 5 and report.loc[5, "imbalance after"] == 2.5
+    assert report.loc[2, "kept"] == 6 and report.loc[2, "imbalance after"] == 1
+    assert report.loc[2, "share thrown away"] == pytest.approx(10 / 16)

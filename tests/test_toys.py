@@ -1,4 +1,6 @@
 """The loss toys of notebook 03 show what they claim, with the kit's real losses."""
+import math
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,12 @@ def test_focal_curves():
     p = c["p(true class)"]
     np.testing.assert_allclose(c["gamma = 0"], -np.log(p), rtol=1e-5)
     np.testing.assert_allclose(c["gamma = 2"], -(1 - p) ** 2 * np.log(p), rtol=1e-4)
+
+
+def test_focal_gradient_ratio_is_one_for_cross_entropy_and_matches_the_formula():
+    for p in (0.1, 0.5, 0.9):
+        assert toys.focal_gradient_ratio(p, gamma=0) == pytest.approx(1.0)
+        for gamma in (1.0, 2.0):
+            formula = (1 - p) ** gamma - gamma * p * (1 - p) ** (gamma - 1) * math.log(p)
+            assert toys.focal_gradient_ratio(p, gamma) == pytest.approx(formula, rel=1e-6)
+    assert toys.focal_gradient_ratio(0.9) < 0.05 and toys.focal_gradient_ratio(0.1) > 1

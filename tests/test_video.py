@@ -71,3 +71,15 @@ def test_bad_sources_are_named(tmp_path):
     (tmp_path / "broken" / "0001.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="0001.png is not an image"):
         video.read_frames(tmp_path / "broken")
+
+
+def test_smoothing_by_video_never_averages_across_two_videos():
+    probs = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]], float)
+    videos = np.array(["a", "a", "a", "b", "b", "b"])
+    out = video.smooth_by_video(probs, videos, window=3)
+    assert np.array_equal(out, probs)                       # each video is constant: nothing to blur in
+    assert not np.array_equal(video.smooth(probs, 3), probs)      # the plain moving average mixes a's end into b
+    interleaved = np.array(["a", "b", "a", "b", "a", "b"])  # frames of one video need not be contiguous
+    shuffled = probs[[0, 3, 1, 4, 2, 5]]
+    assert np.array_equal(video.smooth_by_video(shuffled, interleaved, 3), shuffled)
+    assert video.smooth_by_video(probs, videos, 1) is not probs   # the input is never changed in place
