@@ -113,6 +113,18 @@ def lsd_report(y_true, y_pred, class_names: Sequence[str] | None = None) -> dict
 OUTER_EYE_CORNERS = (36, 45)   # iBUG 68-point indices; their distance normalises the error (300-W's NME)
 
 
+def _landmark_distances(pred, true) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, points) distances of the labelled frames (targets without NaN), their (n,) outer-eye-corner
+    distances, and which frames those are; in the coordinates given."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)    # NaN targets = no landmarks
+    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"landmarks must be (N, points, 2) alike; got {pred.shape} and {true.shape}")
+    keep = np.isfinite(true).all(axis=(1, 2))
+    i, j = OUTER_EYE_CORNERS
+    return (np.linalg.norm(pred[keep] - true[keep], axis=2), np.linalg.norm(true[keep, i] - true[keep, j], axis=1),
+            keep)
+
+
 def landmark_errors(pred, true, size: float = 112.0) -> dict:
     """Landmark error of predictions (N, 68, 2) against targets, both in the kit's normalised coordinates
     (the image spans [-1, 1]). Frames whose target has a NaN are skipped.
@@ -121,18 +133,11 @@ def landmark_errors(pred, true, size: float = 112.0) -> dict:
     "landmark_nme": the same distance over the outer-eye-corner distance, per frame, averaged (300-W's
     inter-ocular NME); "landmark_frames": how many frames were scored.
     """
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)    # NaN targets = no landmarks
-    if pred.shape != true.shape or pred.ndim != 3 or pred.shape[-1] != 2:
-        raise ValueError(f"landmarks must be (N, points, 2) alike; got {pred.shape} and {true.shape}")
-    keep = np.isfinite(true).all(axis=(1, 2))
+    dist, interocular, keep = _landmark_distances(pred, true)                   # (n, 68), (n,)
     if not keep.any():
         return {"landmark_error_px": float("nan"), "landmark_nme": float("nan"), "landmark_frames": 0}
-    p, t = pred[keep] * size / 2, true[keep] * size / 2                         # normalised -> px of the crop
-    dist = np.linalg.norm(p - t, axis=2)                                          # (n, 68)
-    i, j = OUTER_EYE_CORNERS
-    interocular = np.linalg.norm(t[:, i] - t[:, j], axis=1)                      # (n,)
-    return {"landmark_error_px": float(dist.mean()), "landmark_nme": float((dist.mean(1) / interocular).mean()),
-            "landmark_frames": int(keep.sum())}
+    return {"landmark_error_px": float(dist.mean() * size / 2),                  # normalised -> px of the crop
+            "landmark_nme": float((dist.mean(1) / interocular).mean()), "landmark_frames": int(keep.sum())}
 
 
 # the iBUG 68-point layout's regions (first point, one past the last)
@@ -143,13 +148,10 @@ def landmark_region_errors(pred, true) -> dict:
     """Where a landmark predictor errs: the NME (as in landmark_errors) of each iBUG region, and the
     single worst point. One NME hides that the regions an expression moves (brows, mouth, jaw) are the
     ones an expression model needs, and the ones the mean shape misses most."""
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    keep = np.isfinite(true).all(axis=(1, 2))
-    if pred.shape != true.shape or not keep.any():
-        raise ValueError(f"need alike (N, 68, 2) landmarks with at least one labelled face; got {pred.shape}, {true.shape}")
-    i, j = OUTER_EYE_CORNERS
-    point = (np.linalg.norm(pred[keep] - true[keep], axis=2)
-             / np.linalg.norm(true[keep, i] - true[keep, j], axis=1)[:, None]).mean(0)     # (68,) NME per point
+    dist, interocular, keep = _landmark_distances(pred, true)
+    if not keep.any():
+        raise ValueError("landmark_region_errors needs at least one labelled face; every target holds NaN")
+    point = (dist / interocular[:, None]).mean(0)                                # (68,) NME per point
     worst = int(point.argmax())
     return {"regions": {name: float(point[a:b].mean()) for name, (a, b) in LANDMARK_REGIONS.items()},
             "worst_point": worst, "worst_point_nme": float(point[worst]),
