@@ -520,6 +520,17 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, n: int = 6) -> np.
     return wrong[np.argsort(-probs[wrong].max(1))][:n]
 
 
+def _right_minus_wrong(values: np.ndarray, right: np.ndarray, videos, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Mean of `values` where `right` minus where not, and its 95% interval over videos (resamples holding
+    only one of the two groups are left out; too many of them and there is no interval)."""
+    def gap(i):
+        r = right[i]
+        return values[i][r].mean() - values[i][~r].mean() if r.any() and not r.all() else np.nan
+
+    lo, hi = metrics.video_bootstrap(gap, videos, n_boot=n_boot, seed=seed, skip_nan=True)
+    return float(gap(np.arange(len(values)))), lo, hi
+
+
 def confidence_by_outcome(probs: np.ndarray, labels: np.ndarray, videos, n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean top-class probability on the frames a model got right and on those it got wrong, right - wrong
     with a 95% interval over videos, and mean confidence beside accuracy (over 1: over-confident).
@@ -530,10 +541,9 @@ def confidence_by_outcome(probs: np.ndarray, labels: np.ndarray, videos, n_boot:
            "wrong": float(conf[~right].mean()) if not right.all() else np.nan, "n_wrong": int((~right).sum()),
            "confidence": float(conf.mean()), "accuracy": float(right.mean()), "gap": None}
     if right.any() and not right.all():
-        gap = lambda i: conf[i][right[i]].mean() - conf[i][~right[i]].mean() if 0 < right[i].sum() < len(i) else np.nan
-        lo, hi = metrics.video_bootstrap(gap, videos, n_boot=n_boot, seed=seed, skip_nan=True)
+        gain, lo, hi = _right_minus_wrong(conf, right, videos, n_boot, seed)
         verdict = "higher" if lo > 0 else "lower" if hi < 0 else "within the noise"
-        out["gap"] = {"gain": out["right"] - out["wrong"], "low": lo, "high": hi, "verdict": verdict}
+        out["gap"] = {"gain": gain, "low": lo, "high": hi, "verdict": verdict}
     g = out["gap"]
     reading = ("every frame is right, or every one wrong: nothing to compare" if g is None else
                f"right - wrong {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] over videos: " +
@@ -593,13 +603,7 @@ def pointing_by_outcome(scores: pd.DataFrame, faces: Faces, layer: str, method: 
     if right.all() or not right.any():
         return None
     videos = faces.videos[d.index.to_numpy()]
-
-    def right_minus_wrong(i):       # a resample may hold no face of one group: no difference then
-        r = right[i]
-        return x[i][r].mean() - x[i][~r].mean() if r.any() and not r.all() else np.nan
-
-    lo, hi = metrics.video_bootstrap(right_minus_wrong, videos, n_boot=n_boot, seed=seed, skip_nan=True)
-    gain = right_minus_wrong(np.arange(len(x)))
+    gain, lo, hi = _right_minus_wrong(x, right, videos, n_boot, seed)
     verdict = "better" if lo > 0 else "worse" if hi < 0 else "within the noise"
     return {"layer": layer, "method": method, "right": float(x[right].mean()), "wrong": float(x[~right].mean()),
             "n_right": int(right.sum()), "n_wrong": int((~right).sum()), "videos": len(np.unique(videos)),
