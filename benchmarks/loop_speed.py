@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fer_kit import train
 from fer_kit.config import TrainConfig
-from fer_kit.precision import cpu_has_native_bf16, resolve
+from fer_kit.train.precision import cpu_has_native_bf16, resolve
 
 
 def setup(size: int, batch: int, steps: int, device: torch.device):

@@ -5,7 +5,7 @@
 For each model at its laptop preset (and the ResNet-50 models at 224 px): the time of a training step
 (forward, fp32 loss, backward, optimiser) and of an inference batch, fp32 and bf16 interleaved, and their
 ratio (bf16 / fp32: below 1 = bf16 faster). precision='auto' uses bf16 on a CPU only where it is native
-(fer_kit.precision); on a CPU without it every ratio here is far above 1, which is why. The last column
+(fer_kit.train.precision); on a CPU without it every ratio here is far above 1, which is why. The last column
 is the kit's fast path (channels_last, precision='auto') against a plain fp32 NCHW eager step: its speedup.
 """
 import time
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from fer_kit import train
 from fer_kit.config import TrainConfig
 from fer_kit.models.registry import LogitsOnly
-from fer_kit.precision import cpu_has_native_bf16, resolve
+from fer_kit.train.precision import cpu_has_native_bf16, resolve
 
 MODELS = [dict(model="dan", preset="laptop"),
           dict(model="regnet_transformer", preset="laptop_b", variant="no_att_trans", clip_length=1),

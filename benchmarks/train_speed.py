@@ -10,7 +10,7 @@ import time
 import timm
 import torch
 
-from fer_kit.precision import cpu_has_native_bf16
+from fer_kit.train.precision import cpu_has_native_bf16
 
 
 def images_per_second(size: int, channels_last: bool, bf16: bool, batch: int = 64, steps: int = 3) -> float:

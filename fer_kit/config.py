@@ -133,7 +133,7 @@ EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folde
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
 OPTIMIZERS = ("adam", "sgd")
 AUGMENT_ON = ("auto", "image", "batch")   # where a recipe runs: TrainConfig.augment_on
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # TrainConfig.precision, fer_kit.precision
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # TrainConfig.precision, fer_kit.train.precision
 CACHES = ("auto", "memory", "disk", "none")   # where decoded frames live: TrainConfig.cache, fer_kit.data.cache
 MEMORY_GB = 2.0      # cache="auto": a split whose uint8 frames fit this many GiB is held in memory, a larger one on disk
 
@@ -189,8 +189,10 @@ def image_size_note(cfg: "TrainConfig") -> str:
 
 
 def is_lsd_model(name: str) -> bool:
-    """Paper E's DAN + landmarks models train on the 6 LSD classes with landmark targets."""
-    return "dan_landmarks" in name
+    """Paper E's DAN + landmarks models (registry targets "landmarks") train on the 6 LSD classes with
+    landmark targets."""
+    from .models import list_models, model_entry   # config must not import models at module load
+    return name in list_models(include_test=True) and model_entry(name).targets == "landmarks"
 
 
 def score_name(model: str, task: str, num_classes: int) -> str:
@@ -628,7 +630,7 @@ class ArchitecturesConfig(FromParams):
     def __post_init__(self):
         from .models import list_models   # config must not import models at module load
 
-        check_names(self.model_names, list_models(), "model")
+        check_names(self.model_names, list_models(include_test=True), "model")
         self.require_positive("batch", "clip_length", "trace_depth", "toy_steps")
 
     @property

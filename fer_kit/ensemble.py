@@ -30,7 +30,7 @@ from .data.dataset import FrameDataset
 from .data.sampling import bagging_subsets
 from .metrics import gain_sentence, paired_gain  # noqa: F401  (part of this module's API: notebook 09)
 from .paths import output_dir, shown
-from .precision import resolve as resolve_precision
+from .train.precision import resolve as resolve_precision
 from .train import ExprData, config_parser, fit, load_expr_data, load_run, record
 
 COMBINERS = ("soft", "logit_sum", "weighted")

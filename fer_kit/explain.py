@@ -534,18 +534,21 @@ def _right_minus_wrong(values: np.ndarray, right: np.ndarray, videos, n_boot: in
 def confidence_by_outcome(probs: np.ndarray, labels: np.ndarray, videos, n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean top-class probability on the frames a model got right and on those it got wrong, right - wrong
     with a 95% interval over videos, and mean confidence beside accuracy (over 1: over-confident).
-    A confidence worth reading is higher when the model is right; gap None when all are right or all wrong
-    (resamples that draw only right or only wrong frames are left out of the interval)."""
+    A confidence worth reading is higher when the model is right; gap None when all are right or all wrong,
+    or the confidence is one value everywhere (resamples that draw only right or only wrong frames are left
+    out of the interval)."""
     conf, right = probs.max(1), probs.argmax(1) == np.asarray(labels)
     out = {"right": float(conf[right].mean()) if right.any() else np.nan, "n_right": int(right.sum()),
            "wrong": float(conf[~right].mean()) if not right.all() else np.nan, "n_wrong": int((~right).sum()),
            "confidence": float(conf.mean()), "accuracy": float(right.mean()), "gap": None}
-    if right.any() and not right.all():
+    same = np.ptp(conf) < 1e-6       # one confidence everywhere (an untrained head): float32 rounding is no gap
+    if right.any() and not right.all() and not same:
         gain, lo, hi = _right_minus_wrong(conf, right, videos, n_boot, seed)
         verdict = "higher" if lo > 0 else "lower" if hi < 0 else "within the noise"
         out["gap"] = {"gain": gain, "low": lo, "high": hi, "verdict": verdict}
     g = out["gap"]
-    reading = ("every frame is right, or every one wrong: nothing to compare" if g is None else
+    reading = ("its top probability is the same on every frame: nothing to compare" if same else
+               "every frame is right, or every one wrong: nothing to compare" if g is None else
                f"right - wrong {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] over videos: " +
                ({"higher": "it is surer when it is right, beyond the noise",
                  "lower": "it is surer when it is *wrong*, beyond the noise",

@@ -157,6 +157,10 @@ class DANLoss(nn.Module):
         parts["loss"] = parts["focal"] + self.affinity_weight * parts["affinity"] + self.partition_weight * parts["partition"]
         return parts
 
+    def from_output(self, out, labels) -> dict[str, torch.Tensor]:
+        """A DANOutput's fields into Eq. 3, in fp32 whatever precision the model ran in."""
+        return self(out.logits.float(), out.features.float(), out.heads.float(), labels)
+
 
 # ------------------------------------------------------------------ paper E: DAN + landmarks (ABAW4 LSD)
 
@@ -326,6 +330,11 @@ class DANLandmarkLoss(nn.Module):
                          + self.partition_weight * parts["partition"] + self.landmark_weight * parts["landmark"])
         return parts
 
+    def from_output(self, out, targets: dict) -> dict[str, torch.Tensor]:
+        """A DANLandmarksOutput (fp32) against the frames' {"expr", "landmarks"} targets."""
+        out = out._replace(**{k: getattr(out, k).float() for k in ("logits", "features", "heads", "landmarks")})
+        return self(out, targets["expr"], targets["landmarks"])
+
 
 # ---------------------------------------------------------------------------------------------------
 # Paper B (PRLAB, ABAW3): per-frame losses over clips, (B, T, C) logits with (B, T) labels.
@@ -371,6 +380,16 @@ class SequenceFocalLoss(nn.Module):
         if labels_v.numel() == 0:
             return logits.sum() * 0.0
         return self.focal(logits_v, labels_v)
+
+    def from_output(self, out, labels) -> dict[str, torch.Tensor]:
+        return {"loss": self(out.logits.float(), labels)}
+
+
+class CrossEntropy(nn.CrossEntropyLoss):
+    """Plain cross-entropy for a baseline classifier (paper C Table 2's ResNet-50), read from its output."""
+
+    def from_output(self, out, labels) -> dict[str, torch.Tensor]:
+        return {"loss": self(out.logits.float(), labels)}
 
 
 class CEFocalLossCode(nn.Module):
@@ -469,6 +488,10 @@ class SCANCCILoss(nn.Module):
         l_u = self.criterion(att, labels)                                           # Eq. 5's L_u
         l_l = sum(self.criterion(reg[:, i], labels) for i in range(reg.shape[1]))   # Eq. 4: sum_i L_i
         return {"loss": self.lam * l_u + (1 - self.lam) * l_l, "attention": l_u, "regions": l_l}
+
+    def from_output(self, out, labels) -> dict[str, torch.Tensor]:
+        return self(out._replace(attention_logits=out.attention_logits.float(),
+                                 region_logits=out.region_logits.float()), labels)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -762,3 +785,8 @@ class DDAMFNLoss(nn.Module):
         parts["loss"] = (self.ccc_weight * parts["va"] + self.expr_weight * parts["expr"]
                          + self.au_weight * parts["au"] + self.attention_weight * parts["attention"])
         return parts
+
+    def from_output(self, out, targets) -> dict[str, torch.Tensor]:
+        """Each task the model has a head for, against its targets (EXPR labels alone for a single-task run)."""
+        targets = targets if isinstance(targets, dict) else {"expr": targets}
+        return self(out, **{k: v for k, v in targets.items() if getattr(out, k) is not None})

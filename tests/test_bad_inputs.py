@@ -23,7 +23,9 @@ from PIL import Image
 from torch import nn
 
 from fer_kit import train
+from fer_kit.train import run_folder
 from fer_kit.config import TrainConfig
+from fer_kit.losses import CrossEntropy
 from fer_kit.data import synthetic
 from fer_kit.data.abaw import read_mtl, read_task
 from fer_kit.data.dataset import load_image
@@ -201,7 +203,7 @@ def disk_full_on_save(t, monkeypatch):
 
 def failed_metrics_write(t, monkeypatch):
     path = t / "metrics.json"
-    train._write_json({"score": 1.0}, path)
+    run_folder._write_json({"score": 1.0}, path)
     real = type(path).write_text
 
     def half_then_fail(self, text, *a, **k):
@@ -209,7 +211,7 @@ def failed_metrics_write(t, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(type(path), "write_text", half_then_fail)
     try:
-        train._write_json({"score": 2.0}, path)
+        run_folder._write_json({"score": 2.0}, path)
     finally:
         monkeypatch.undo()
         assert sorted(p.name for p in t.iterdir()) == ["metrics.json"]
@@ -217,7 +219,7 @@ def failed_metrics_write(t, monkeypatch):
 
 
 def nan_metrics(t):
-    train._write_json({"score": float("nan"), "f1": [float("inf"), 0.5]}, t / "m.json")
+    run_folder._write_json({"score": float("nan"), "f1": [float("inf"), 0.5]}, t / "m.json")
     return json.loads((t / "m.json").read_text())   # the strict parser: a bare NaN would fail here
 
 
@@ -237,7 +239,7 @@ def one_epoch_of(model):
     def run(t):
         cfg = tiny_cfg(t, model="resnet_classifier", clip_grad=0.0)
         batches = [(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))]
-        return train.train_one_epoch(model, nn.CrossEntropyLoss(), batches, torch.optim.SGD(model.parameters(), 0.1),
+        return train.train_one_epoch(model, CrossEntropy(), batches, torch.optim.SGD(model.parameters(), 0.1),
                                      torch.device("cpu"), cfg, 1)
     return run
 

@@ -48,7 +48,7 @@ PAIRS = [(n, "gradcam") for n in list_models()] + [(n, m) for n in FAMILIES for 
 
 
 def test_every_family_is_in_the_registry():
-    assert set(FAMILIES) <= set(list_models())
+    assert set(FAMILIES) <= set(list_models(include_test=True))
 
 
 @pytest.mark.parametrize("name,method", PAIRS)
@@ -288,6 +288,10 @@ def test_confidence_by_outcome_compares_right_and_wrong_frames_over_videos():
     assert out["gap"]["verdict"] == "higher" and "surer when it is right" in out["sentence"]
     every = ex.confidence_by_outcome(probs[labels == 0][::2], labels[labels == 0][::2], videos[labels == 0][::2])
     assert every["gap"] is None and "nothing to compare" in every["sentence"]
+    # one confidence on every frame (an untrained head), up to float32 rounding: no gap, not "surer when right"
+    flat = np.tile([0.2, 0.8], (20, 1)) + 1e-9 * (labels == 1)[:, None]
+    same = ex.confidence_by_outcome(flat, labels, videos, n_boot=200)
+    assert same["gap"] is None and "the same on every frame" in same["sentence"] and "beyond" not in same["sentence"]
 
 
 def _faces(n: int) -> ex.Faces:

@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from fer_kit import ensemble, precision, train
+from fer_kit import ensemble, train
+from fer_kit.train import precision
 from fer_kit.config import TrainConfig
+from fer_kit.losses import CrossEntropy
 from fer_kit.models.baseline import ClassifierOutput
 from fer_kit.models.ddamfn import DDAMFN
 
@@ -91,11 +93,11 @@ def test_a_gradient_scaler_trains_and_skips_an_overflowing_step():
     x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 3])
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
     before = [p.detach().clone() for p in model.parameters()]
-    train.train_one_epoch(model, nn.CrossEntropyLoss(), [(x, y)], opt, torch.device("cpu"), cfg, 1,
+    train.train_one_epoch(model, CrossEntropy(), [(x, y)], opt, torch.device("cpu"), cfg, 1,
                           policy=precision.resolve("fp32"), scaler=scaler)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))   # a step was taken
     stepped = [p.detach().clone() for p in model.parameters()]
     scaler.update(new_scale=2.0 ** 127)          # scaled gradients overflow (inputs ~100), the loss is finite
-    train.train_one_epoch(model, nn.CrossEntropyLoss(), [(x * 100, y)], opt, torch.device("cpu"), cfg, 2,
+    train.train_one_epoch(model, CrossEntropy(), [(x * 100, y)], opt, torch.device("cpu"), cfg, 2,
                           policy=precision.resolve("fp32"), scaler=scaler)
     assert all(torch.equal(a, b) for a, b in zip(stepped, model.parameters())) and scaler.get_scale() < 2.0 ** 127

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from fer_kit import schedules, train
+from fer_kit.train import cli
 from fer_kit.config import TrainConfig, fitted_image_size, image_size_note, source_resolution
 from fer_kit.schedules import FINAL, START, Clock, lr_factor
 
@@ -143,6 +144,6 @@ def test_a_small_grey_source_trains_at_its_own_size(tmp_path):
 
 
 def test_the_command_line_takes_minutes_steps_and_schedule():
-    args = train._parser().parse_args(["--minutes", "2.5", "--schedule", "cosine"])
+    args = cli._parser().parse_args(["--minutes", "2.5", "--schedule", "cosine"])
     assert (args.minutes, args.steps, args.schedule) == (2.5, 0, "cosine")
-    assert train._parser().parse_args(["--steps", "120"]).steps == 120
+    assert cli._parser().parse_args(["--steps", "120"]).steps == 120

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fer_kit import train
+from fer_kit.train import cli
 from fer_kit.config import TrainConfig
 
 
@@ -92,9 +93,9 @@ def test_cli_takes_the_notebook_parameter_names(tmp_path, tiny_data, capsys):
 def test_cli_defaults_never_overwrite_a_run(tmp_path):
     """The CLI refuses an existing run folder unless told (--exist resume|overwrite) and names its default
     folder after model and task, so the README's commands for papers A, B, D and E write four folders."""
-    args = vars(train._parser().parse_args([]))
+    args = vars(cli._parser().parse_args([]))
     assert args["exist"] == "error" and args["out_dir"] is None and TrainConfig().exist == "overwrite"
-    assert vars(train._parser().parse_args(["--resume"]))["resume"]
+    assert vars(cli._parser().parse_args(["--resume"]))["resume"]
     folders = [train.default_out_dir(a) for a in ({}, {"model": "regnet_transformer", "variant": "combine"},
                                                   {"model": "ddamfn", "task": "mtl"}, {"model": "dan_landmarks"})]
     assert folders == ["runs/dan_expr", "runs/regnet_transformer_expr_combine", "runs/ddamfn_mtl", "runs/dan_landmarks_expr"]
@@ -180,7 +181,7 @@ def kill_config(tmp_path, name):
                        checkpoint_minutes=1e-9, exist="resume", out_dir=str(tmp_path / name))
 
 
-# where each process is SIGKILLed (train._kill_due): after its n-th training step, or half-way through
+# where each process is SIGKILLed (train.checkpoints._kill_due): after its n-th training step, or half-way through
 # its n-th checkpoint write (the temporary file cut in half, the rename not done); drawn once with
 # random.Random(16) from kinds x n in 2..3 (n >= 2 so every process gets past one checkpoint)
 KILL_POINTS = ["save:2", "step:3", "save:3", "step:2", "save:3"]
@@ -293,7 +294,7 @@ def test_two_processes_train_the_one_process_run(tmp_path, tiny_synthetic):
 def test_each_rank_takes_its_share_of_every_global_batch():
     from torch.utils.data import RandomSampler
 
-    from fer_kit.distributed import Ranks, RankSlice
+    from fer_kit.train.distributed import Ranks, RankSlice
 
     def order(seed):
         return RandomSampler(range(50), generator=torch.Generator().manual_seed(seed))
@@ -305,7 +306,7 @@ def test_each_rank_takes_its_share_of_every_global_batch():
 
 
 def test_a_multi_process_run_refuses_what_it_cannot_share():
-    from fer_kit.distributed import Ranks
+    from fer_kit.train.distributed import Ranks
 
     with pytest.raises(ValueError, match="divide by 3"):
         train.check_distributed(TrainConfig(batch_size=16), Ranks(0, 3))

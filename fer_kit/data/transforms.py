@@ -242,7 +242,7 @@ def _recipe(recipe: str, size: int | None) -> tuple[list, list]:
         return [v2.ColorJitter(0.5, 0.5, 0.5, 0.5)] + _dan_affectnet_geometry(), [RandomErasingFace()]
     if recipe == "dan_laptop":
         # the kit's laptop preset: DAN's AffectNet recipe with milder ranges for aligned 112 px crops
-        # (ABAW's aligned faces vary less in pose than AffectNet's), as train.py has always used
+        # (ABAW's aligned faces vary less in pose than AffectNet's), as the training loop has always used
         return ([RandomHorizontalFlipFace(),
                  v2.RandomApply([v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.05))], p=0.7)],
                 [RandomErasingFace(p=0.25, scale=(0.02, 0.12))])

@@ -28,6 +28,8 @@ import timm
 import torch
 from torch import nn
 
+from .checkpoints import read_checkpoint
+
 __all__ = ["create_backbone", "create_timm", "load_trunk_weights", "read_weights", "feature_channels"]
 
 
@@ -112,19 +114,9 @@ class _SafeNumpyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-_WRAPPERS = ("state_dict", "model_state_dict", "model")   # {'state_dict': ...} (DAN's MS-Celeb R18), DAN's own saves
-
-
-def _unwrap(state):
-    for key in _WRAPPERS:
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    return state
-
-
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """name -> tensor from a torch checkpoint (bare, or under 'state_dict' / 'model_state_dict' / 'model') or
-    a VGGFace2-style .pkl of numpy arrays; non-tensor entries (epoch counters...) are dropped."""
+    """name -> tensor from a torch checkpoint (fer_kit.models.checkpoints reads it, however wrapped) or a
+    VGGFace2-style .pkl of numpy arrays; non-tensor entries (epoch counters...) are dropped."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -137,7 +129,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             raise pickle.UnpicklingError(f"{path}: {why}. A weights .pkl should be a pickle of name -> numpy "
                                          f"array (as VGGFace2-pytorch's resnet50_ft_weight.pkl); a torch "
                                          f"checkpoint should be saved with torch.save(state_dict).") from err
-        state = _unwrap(state)
         if not isinstance(state, dict):
             raise ValueError(f"{path}: expected a dict of name -> numpy array; got {type(state).__name__}")
         out = {}
@@ -150,10 +141,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
                                  f"not a numeric numpy array; is it a weights file?")
             out[str(k)] = torch.as_tensor(v)
         return out
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor); got {type(state).__name__}")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return read_checkpoint(path)
 
 
 read_weights = _read_weights

@@ -16,8 +16,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..losses import CrossEntropy
 from .backbones import create_timm
-from .registry import register_model
+from .registry import config_fields, register_model
 
 __all__ = ["ResNetClassifier", "ClassifierOutput"]
 
@@ -46,17 +47,19 @@ class ResNetClassifier(nn.Module):
         return ClassifierOutput(self.fc(f), f)
 
 
-@register_model
+# what training needs of these models (fer_kit.train.recipe): plain cross-entropy, as paper C's baseline
+_TRAINING = dict(model_cls=ResNetClassifier, config_args=config_fields("num_classes", "backbone", "pretrained"),
+                 loss=lambda cfg, class_counts=None: CrossEntropy())
+
+
+@register_model(**_TRAINING)
 def resnet_classifier(**kwargs) -> ResNetClassifier:
     """Paper C Table 2's baseline: ResNet-50 + GAP + fc, plain cross-entropy."""
     return ResNetClassifier(**{"backbone": "resnet50", **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING, test_only=True)
 def test_resnet_classifier(**kwargs) -> ResNetClassifier:
     """A tiny variant for tests (ResNet-10-T trunk)."""
     return ResNetClassifier(**{"backbone": "resnet10t", **kwargs})
 
-
-for _fn in (resnet_classifier, test_resnet_classifier):
-    _fn.model_cls = ResNetClassifier

@@ -1,4 +1,9 @@
-"""Loading the published DDAMFN / MobileFaceNet checkpoints (SainingZhang/DDAMFN) into the kit's DDAMFN.
+"""Reading checkpoint files, the kit's one reader (run folders, trunk weights, published files), and
+loading the published DDAMFN / MobileFaceNet checkpoints (SainingZhang/DDAMFN) into the kit's DDAMFN.
+
+`read_file` is torch.load with weights_only=True and errors that say what to do; `state_dict_of` unwraps
+whatever holds the weights ({'model': ...}, {'state_dict': ...}, a pickled module); `read_checkpoint` is
+the two together.
 
 Files met in practice (notes §5.1, §5.4 and the repo's issues #1, #2, #16):
 - `MFN_msceleb.pth`, the MS-Celeb MixedFeatureNet trunk: a **whole pickled nn.Module**, not a state dict.
@@ -37,8 +42,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["load_published_checkpoint", "read_checkpoint", "remap_published_key", "CheckpointReport"]
+__all__ = ["load_published_checkpoint", "read_checkpoint", "read_file", "remap_published_key", "state_dict_of",
+           "CheckpointReport"]
 
+# where files keep their weights: DAN's MS-Celeb R18 and timm under state_dict, DDAMFN++ under model_state_dict,
+# the kit's run folders under model
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
 
 # the trunk's stages under both published spellings: MixedFeatureNet attributes, DDAMNet.features indices
@@ -106,25 +114,32 @@ _lenient_pickle.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if n
 _lenient_pickle.Unpickler = _LenientUnpickler
 
 
-def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The state dict held by a checkpoint file, however it is wrapped (keys as in the file).
-
-    Accepts a state dict, a dict wrapping one under 'state_dict' / 'model_state_dict' / 'model' / 'net',
-    or (with trust_pickle=True only) a whole pickled module, converted with .state_dict().
-    """
+def read_file(path: str | Path, trust_pickle: bool = False):
+    """A checkpoint file's contents as saved (a run's whole dict, or a state dict), read with
+    weights_only=True: tensors and plain values, never pickled code. trust_pickle=True reads a whole
+    pickled module (the published MFN_msceleb.pth), with stand-ins for classes that cannot be imported."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not trust_pickle:
             raise ValueError(
-                f"{path}: this file is not a plain state dict but a pickled Python object (the published "
-                f"MFN_msceleb.pth is a whole pickled nn.Module). Unpickling can run arbitrary code, so the kit "
-                f"refuses by default. If you trust the file, pass trust_pickle=True once and save a plain copy: "
-                f"torch.save(read_checkpoint(path, trust_pickle=True), 'plain_state_dict.pth')") from err
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
+                f"{path}: refused to load: it pickles Python objects (a pickled nn.Module, a function or a class, as "
+                "the published MFN_msceleb.pth), and unpickling can run code; a checkpoint should hold only tensors "
+                "and plain values. If you trust the file, pass trust_pickle=True once and save a plain copy: "
+                "torch.save(fer_kit.models.checkpoints.read_checkpoint(path, trust_pickle=True), 'plain.pth')") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable checkpoint (empty, cut short or not written by torch.save: "
+                         f"{(str(err) or type(err).__name__).splitlines()[0]}); use another checkpoint, or train "
+                         "again") from err
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
+
+
+def state_dict_of(obj, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """The weights inside what read_file returned, however wrapped (under 'state_dict' / 'model_state_dict'
+    / 'model' / 'net', nested, or a module); entries that are not tensors (epoch counters) are dropped."""
     for _ in range(3):                                    # {'model': {'state_dict': ...}} happens
         if isinstance(obj, Mapping):
             inner = next((obj[k] for k in _WRAPPERS if k in obj and isinstance(obj[k], (Mapping, nn.Module))), None)
@@ -133,11 +148,17 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
             obj = inner
         if isinstance(obj, nn.Module):
             obj = obj.state_dict()
-    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in obj.items()):
+    weights = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)} \
+        if isinstance(obj, Mapping) else {}
+    if not weights:
         raise ValueError(f"{path}: expected a state dict (names -> tensors), a dict wrapping one under "
-                         f"{_WRAPPERS}, or a pickled nn.Module; got {type(obj).__name__}")
-    return dict(obj)
+                         f"{_WRAPPERS}, or a pickled nn.Module; got {type(obj).__name__} without tensors")
+    return weights
+
+
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict held by a checkpoint file, however it is wrapped (keys as in the file)."""
+    return state_dict_of(read_file(path, trust_pickle), path)
 
 
 @dataclass

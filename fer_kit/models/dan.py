@@ -22,8 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..losses import DANLoss
 from .backbones import create_backbone, feature_channels
-from .registry import register_model
+from .registry import config_fields, register_model
 
 __all__ = ["DAN", "DANOutput"]
 
@@ -138,23 +139,31 @@ class DAN(nn.Module):
         return DANOutput(logits, f, heads, attention)
 
 
-@register_model
+def dan_loss(cfg, class_counts=None) -> DANLoss:
+    """Paper A Eq. 3: focal + affinity + partition (the affinity centres live in the loss, learnt)."""
+    return DANLoss(num_classes=cfg.num_classes, feat_dim=512, gamma=cfg.focal_gamma,
+                   affinity_weight=cfg.affinity_weight, partition_weight=cfg.partition_weight)
+
+
+# what training needs of these models (fer_kit.train.recipe)
+_TRAINING = dict(model_cls=DAN, config_args=config_fields("num_classes", "num_heads", "backbone", "pretrained"),
+                 loss=dan_loss)
+
+
+@register_model(**_TRAINING)
 def dan(**kwargs) -> DAN:
     """DAN-R18 with 4 heads (DAN; paper A's laptop-sized variant)."""
     return DAN(**{"backbone": "resnet18", "num_heads": 4, **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING)
 def dan_r50(**kwargs) -> DAN:
     """Paper A's configuration: ResNet-50 trunk with the 1x1 reduction to 512, 4 heads."""
     return DAN(**{"backbone": "resnet50", "num_heads": 4, **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING, test_only=True)
 def test_dan(**kwargs) -> DAN:
     """A tiny configuration for fast tests: ResNet-18 with two heads."""
     return DAN(**{"backbone": "resnet18", "num_heads": 2, **kwargs})
 
-
-for _fn in (dan, dan_r50, test_dan):
-    _fn.model_cls = DAN

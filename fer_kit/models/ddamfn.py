@@ -33,6 +33,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from ..losses import DDAMFNLoss
 from ..names import check_names
 from .checkpoints import load_published_checkpoint
 from .registry import register_model
@@ -227,7 +228,7 @@ class DDAMFN(nn.Module):
     """
 
     # its depthwise convolutions train ~1.4x slower in bf16 than in fp32 even on a CPU with native bf16
-    # (benchmarks/precision.py), so precision "auto" keeps it in fp32 there (fer_kit.precision)
+    # (benchmarks/precision.py), so precision "auto" keeps it in fp32 there (fer_kit.train.precision)
     bf16_on_cpu = False
 
     def __init__(self, tasks: Sequence[str] = TASKS, num_heads: int = 2, num_expr: int = 8, num_au: int = 12,
@@ -293,10 +294,16 @@ class DDAMFN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
+def ddamfn_config_args(cfg) -> dict:
+    """No timm trunk: the task decides the heads (mtl: VA, EXPR and AU)."""
+    tasks = {"mtl": ("VA", "EXPR", "AU"), "expr": ("EXPR",), "va": ("VA",), "au": ("AU",)}[cfg.task]
+    return dict(tasks=tasks, num_expr=cfg.num_classes, num_heads=cfg.num_heads, image_size=cfg.image_size)
+
+
+# what training needs of it (fer_kit.train.recipe): CCC + CE + BCE + the attention term (paper D)
+@register_model(model_cls=DDAMFN, config_args=ddamfn_config_args,
+                loss=lambda cfg, class_counts=None: DDAMFNLoss(attention_weight=cfg.attention_weight))
 def ddamfn(**kwargs) -> DDAMFN:
     """Paper D: DDAMFN (MixedFeatureNet, 2 dual-direction heads, GDConv) with VA, EXPR and AU heads."""
     return DDAMFN(**kwargs)
 
-
-ddamfn.model_cls = DDAMFN

@@ -52,9 +52,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..losses import DANLandmarkLoss
 from .backbones import create_backbone, feature_channels
 from .dan import DAN
-from .registry import register_model
+from .registry import config_fields, register_model
 
 __all__ = ["DANLandmarks", "DANLandmarksOutput", "SharedFC"]
 
@@ -181,23 +182,31 @@ class DANLandmarks(DAN):
         return DANLandmarksOutput(logits, landmarks, f, heads, attention)
 
 
-@register_model
+def dan_landmarks_loss(cfg, class_counts=None) -> DANLandmarkLoss:
+    """Paper E: CE weighted 1 - n_c/N by the training frames per class + affinity + partition + landmark MSE."""
+    return DANLandmarkLoss(class_counts=class_counts, num_classes=cfg.num_classes, affinity_weight=cfg.affinity_weight,
+                           partition_weight=cfg.partition_weight, landmark_weight=cfg.landmark_weight)
+
+
+# what training needs of these models (fer_kit.train.recipe): the 6 LSD classes and 68 landmarks per face
+_TRAINING = dict(model_cls=DANLandmarks, loss=dan_landmarks_loss, targets="landmarks",
+                 config_args=config_fields("num_classes", "num_heads", "backbone", "landmark_backbone", "pretrained"))
+
+
+@register_model(**_TRAINING)
 def dan_landmarks(**kwargs) -> DANLandmarks:
     """Paper E, laptop-sized emotion branch: DAN-R18 (4 heads) + ResNet-50 appearance branch."""
     return DANLandmarks(**{"backbone": "resnet18", "landmark_backbone": "resnet50", "num_heads": 4, **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING)
 def dan_landmarks_r50(**kwargs) -> DANLandmarks:
     """Paper E's configuration: DAN on ResNet-50 (1x1 reduction to 512, 4 heads) + ResNet-50 appearance."""
     return DANLandmarks(**{"backbone": "resnet50", "landmark_backbone": "resnet50", "num_heads": 4, **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING, test_only=True)
 def test_dan_landmarks(**kwargs) -> DANLandmarks:
     """A tiny configuration for fast tests: ResNet-18 in both branches, two heads."""
     return DANLandmarks(**{"backbone": "resnet18", "landmark_backbone": "resnet18", "num_heads": 2, **kwargs})
 
-
-for _fn in (dan_landmarks, dan_landmarks_r50, test_dan_landmarks):
-    _fn.model_cls = DANLandmarks

@@ -1,35 +1,66 @@
-"""Models by name, as timm's `create_model`: notebooks and configs only ever hold a string."""
+"""Models by name, as timm's `create_model`: notebooks and configs only ever hold a string.
+
+A registry entry also carries what training needs of its model (fer_kit.train.recipe reads it): which
+config fields build it, the paper's loss for it, and what each frame must carry; so a new model touches
+its own file and this registry only. Test configurations (tiny trunks, for the test suite) are created by
+name like any other but never listed.
+"""
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from torch import nn
 
 from ..names import check_names
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    fn: Callable[..., nn.Module]
+    model_cls: type | None = None        # its class: __init__'s parameters are what create_model accepts
+    config_args: Callable[[Any], dict] | None = None   # a TrainConfig -> the keyword arguments it is built with
+    loss: Callable[[Any, Any], nn.Module] | None = None   # (TrainConfig, training frames per class) -> the
+    #                                   paper's loss, whose from_output(out, y) reads this model's output
+    targets: str = "task"                # what each frame carries: "task" (EXPR labels, or every ABAW label
+    #                                      for task mtl) or "landmarks" (paper E: 6 LSD classes + 68 points)
+    test_only: bool = False              # a tiny configuration for the test suite: never listed
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: make an entry-point function available to create_model under its own name."""
-    _MODELS[fn.__name__] = fn
-    return fn
+_MODELS: dict[str, ModelEntry] = {}
 
 
-def list_models() -> list[str]:
-    return sorted(_MODELS)
+def register_model(fn: Callable[..., nn.Module] | None = None, **training) -> Callable:
+    """Decorator, bare or with ModelEntry's fields: make an entry-point function available to create_model
+    under its own name."""
+    def add(fn):
+        _MODELS[fn.__name__] = ModelEntry(fn, **training)
+        return fn
+    return add(fn) if fn is not None else add
+
+
+def config_fields(*names: str) -> Callable[[Any], dict]:
+    """config_args that pass these TrainConfig fields under their own names."""
+    return lambda cfg: {name: getattr(cfg, name) for name in names}
+
+
+def list_models(include_test: bool = False) -> list[str]:
+    return sorted(name for name, entry in _MODELS.items() if include_test or not entry.test_only)
+
+
+def model_entry(name: str) -> ModelEntry:
+    check_names([name], list_models(include_test=True), "model")
+    return _MODELS[name]
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; unknown names and keyword arguments fail with the valid choices."""
-    check_names([name], list_models(), "model")
-    entry = _MODELS[name]
-    model_cls = getattr(entry, "model_cls", None)
-    if model_cls is not None:
-        accepted = [p for p in inspect.signature(model_cls.__init__).parameters if p != "self"]
+    entry = model_entry(name)
+    if entry.model_cls is not None:
+        accepted = [p for p in inspect.signature(entry.model_cls.__init__).parameters if p != "self"]
         check_names(kwargs, accepted, f"{name} argument", TypeError)
-    return entry(**kwargs)
+    return entry.fn(**kwargs)
 
 
 class LogitsOnly(nn.Module):

@@ -53,8 +53,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..losses import SequenceFocalLoss
 from .backbones import create_backbone, feature_channels
-from .registry import register_model
+from .registry import config_fields, register_model
 
 __all__ = ["RegNetTransformer", "RegNetTransformerOutput", "MultiHeadAttention", "TransformerEncoder",
            "FeedForward", "VARIANTS"]
@@ -212,10 +213,11 @@ class RegNetTransformer(nn.Module):
         return RegNetTransformerOutput(logits, features)
 
 
-@register_model
+# what training needs of it (fer_kit.train.recipe): the variant picks the concatenated branches; paper B's
+# focal loss on every (non-padding) frame
+@register_model(model_cls=RegNetTransformer, config_args=config_fields("num_classes", "variant", "backbone", "pretrained"),
+                loss=lambda cfg, class_counts=None: SequenceFocalLoss(gamma=cfg.focal_gamma))
 def regnet_transformer(**kwargs) -> RegNetTransformer:
     """Paper B: RegNetY-1.6GF per frame + attention + transformer over time, "combine" variant."""
     return RegNetTransformer(**{"backbone": "regnety_016", "variant": "combine", **kwargs})
 
-
-regnet_transformer.model_cls = RegNetTransformer

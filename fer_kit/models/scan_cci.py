@@ -75,9 +75,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses import SCANCCILoss
 # the safe .pkl reader lives in backbones (shared with DAN / paper E); its names stay importable from here
 from .backbones import _SafeNumpyUnpickler, _read_weights, create_timm, load_trunk_weights  # noqa: F401
-from .registry import register_model
+from .registry import config_fields, register_model
 
 __all__ = ["SCANCCI", "SCANCCIOutput", "SCAN", "LocalGlobalAttentionBranch", "ComplementaryContextBranch",
            "ECA", "patch_bounds", "mask_net_parameters", "load_vggface2_weights", "CODE_PATCH_ORDER"]
@@ -287,27 +288,30 @@ class SCANCCI(nn.Module):
         return [{"params": list(self.trunk.parameters()), "lr": backbone_lr}, {"params": branches, "lr": branch_lr}]
 
 
-@register_model
+# what training needs of these models (fer_kit.train.recipe): the name fixes the ResNet-50 trunk; paper C
+# Eq. 4-5's loss 0.2 L_u + 0.8 sum_i L_i
+_TRAINING = dict(model_cls=SCANCCI, config_args=config_fields("num_classes", "pretrained"),
+                 loss=lambda cfg, class_counts=None: SCANCCILoss(lam=0.2))
+
+
+@register_model(**_TRAINING)
 def scan_cci(**kwargs) -> SCANCCI:
     """Paper C: ResNet-50, 25 per-patch SCAN mask nets + global, CCI with 4 separate region heads."""
     return SCANCCI(**{"backbone": "resnet50", **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING)
 def scan_cci_code(**kwargs) -> SCANCCI:
     """Paper C as its published code ran: the 4 CCI blocks share one region head, the SCAN feature is
     L2-normalised before its fc."""
     return SCANCCI(**{"backbone": "resnet50", "shared_region_classifier": True, "l2_normalize": True, **kwargs})
 
 
-@register_model
+@register_model(**_TRAINING)
 def scan_cci_small(**kwargs) -> SCANCCI:
     """A laptop-sized paper C: one mask net shared by the 25 patches (14.3M instead of 71.0M parameters)."""
     return SCANCCI(**{"backbone": "resnet50", "shared_mask_net": True, **kwargs})
 
-
-for _fn in (scan_cci, scan_cci_code, scan_cci_small):
-    _fn.model_cls = SCANCCI
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from .config import PRECISIONS
+from ..config import PRECISIONS
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
