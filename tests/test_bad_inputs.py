@@ -203,7 +203,7 @@ def disk_full_on_save(t, monkeypatch):
 
 def failed_metrics_write(t, monkeypatch):
     path = t / "metrics.json"
-    run_folder._write_json({"score": 1.0}, path)
+    run_folder.write_json({"score": 1.0}, path)
     real = type(path).write_text
 
     def half_then_fail(self, text, *a, **k):
@@ -211,7 +211,7 @@ def failed_metrics_write(t, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(type(path), "write_text", half_then_fail)
     try:
-        run_folder._write_json({"score": 2.0}, path)
+        run_folder.write_json({"score": 2.0}, path)
     finally:
         monkeypatch.undo()
         assert sorted(p.name for p in t.iterdir()) == ["metrics.json"]
@@ -219,7 +219,7 @@ def failed_metrics_write(t, monkeypatch):
 
 
 def nan_metrics(t):
-    run_folder._write_json({"score": float("nan"), "f1": [float("inf"), 0.5]}, t / "m.json")
+    run_folder.write_json({"score": float("nan"), "f1": [float("inf"), 0.5]}, t / "m.json")
     return json.loads((t / "m.json").read_text())   # the strict parser: a bare NaN would fail here
 
 

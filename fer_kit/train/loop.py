@@ -29,8 +29,8 @@ from .device import determinism, seed_everything, select_device, to_device
 from .evaluate import VAL_COLUMNS, evaluate
 from .precision import Precision, resolve as resolve_precision
 from .recipe import build_criterion, build_model, build_optimizer, compute_loss, keep_frozen_in_eval, set_stage
-from .run_folder import (RunResult, _write_json, check_same_run, finished_run, prepare_run_folder, run_lock,
-                         save_run_figures)
+from .run_folder import (RunResult, check_same_run, finished_run, prepare_run_folder, run_lock, save_run_figures,
+                         write_json)
 
 
 def _augment_batch(augment: BatchAugment, x: torch.Tensor, y):
@@ -203,7 +203,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
     device = distributed.device_of(select_device(cfg.device), r)
     data, augment = batch_augmentation(cfg, data, device)
     if r.main:
-        _write_json(cfg.to_dict(), out_dir / "config.json")
+        write_json(cfg.to_dict(), out_dir / "config.json")
     size_note = image_size_note(cfg)
     print(f"image size {size_note}")
 
@@ -382,7 +382,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
                "config": cfg.to_dict()}
     metrics_path = out_dir / "metrics.json"
     if r.main:
-        _write_json(summary, metrics_path)
+        write_json(summary, metrics_path)
         write_model_card(summary, out_dir)
         save_run_figures(hist, test or best, out_dir)
     return RunResult(model=model, history=hist, best=best, out_dir=out_dir, metrics_path=metrics_path,

@@ -41,7 +41,7 @@ class RunResult:
         return self.test if self.test is not None else self.best
 
 
-def _write_json(obj, path: Path) -> None:
+def write_json(obj, path: Path) -> None:
     """Valid JSON (a NaN or infinite score becomes null), written atomically: a failed write leaves
     neither a half file nor its temporary."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -68,7 +68,7 @@ def record(metrics_path: str | Path, **entries) -> None:
     path = Path(metrics_path)
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(entries)
-    _write_json(data, path)
+    write_json(data, path)
 
 
 # fields a resumed run may change: how long it trains, where and how it reports; everything else must
