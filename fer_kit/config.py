@@ -188,11 +188,18 @@ def image_size_note(cfg: "TrainConfig") -> str:
     return f"{cfg.image_size} px: as given ({of_source}; the {cfg.preset} preset's size is {preset} px)"
 
 
+def _registered(name: str):
+    """A model name's registry entry: what it trains on (None for a name the registry does not know, which
+    create_model reports with the valid choices)."""
+    from .models import list_models, model_entry   # config must not import models at module load
+    return model_entry(name) if name in list_models(include_test=True) else None
+
+
 def is_lsd_model(name: str) -> bool:
     """Paper E's DAN + landmarks models (registry targets "landmarks") train on the 6 LSD classes with
     landmark targets."""
-    from .models import list_models, model_entry   # config must not import models at module load
-    return name in list_models(include_test=True) and model_entry(name).targets == "landmarks"
+    entry = _registered(name)
+    return entry is not None and entry.targets == "landmarks"
 
 
 def score_name(model: str, task: str, num_classes: int) -> str:
@@ -318,7 +325,7 @@ class TrainConfig(FromParams):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
-        if self.task != "expr" and not self.model.startswith("ddamfn"):
+        if self.task != "expr" and self.task not in getattr(_registered(self.model), "tasks", ("expr",)):
             raise ValueError(f"task={self.task!r} needs a model with VA, EXPR and AU heads (ddamfn); got model={self.model!r}")
         if not 0 <= self.freeze_epochs < self.epochs + 1:
             raise ValueError(f"freeze_epochs must be in 0..epochs ({self.epochs}); got {self.freeze_epochs}")
@@ -347,7 +354,7 @@ class TrainConfig(FromParams):
         if not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*", self.segment_frames) or not 1 <= self.segment_range[0] <= self.segment_range[1]:
             raise ValueError(f"segment_frames must be 'min,max' with 1 <= min <= max (frames per expression "
                              f"segment); got {self.segment_frames!r}")
-        if self.clip_length > 1 and not self.model.startswith("regnet_transformer"):
+        if self.clip_length > 1 and not getattr(_registered(self.model), "clips", False):
             raise ValueError(f"clip_length={self.clip_length} needs a model over time (regnet_transformer); "
                              f"{self.model!r} classifies single frames")
         if is_lsd_model(self.model):

@@ -70,5 +70,14 @@ def test_test_configurations_are_created_by_name_but_not_listed():
 def test_every_registered_model_names_its_loss_and_config_fields(name):
     entry = model_entry(name)
     assert entry.loss is not None and entry.config_args is not None and entry.model_cls is not None
-    assert entry.targets in ("task", "landmarks")
+    assert entry.targets in ("task", "landmarks") and "expr" in entry.tasks
     assert hasattr(entry.loss(TrainConfig(model="dan"), [10] * 8), "from_output")
+
+
+def test_the_config_asks_the_registry_which_tasks_and_clips_a_model_takes(tiny_net_registered):
+    with pytest.raises(ValueError, match="task='mtl' needs a model with VA, EXPR and AU heads"):
+        TrainConfig(model=tiny_net_registered, task="mtl")
+    with pytest.raises(ValueError, match="clip_length=4 needs a model over time"):
+        TrainConfig(model=tiny_net_registered, clip_length=4)
+    assert TrainConfig(model="ddamfn", task="mtl").task == "mtl"
+    assert TrainConfig(model="regnet_transformer", clip_length=4).clip_length == 4

@@ -301,7 +301,7 @@ def ddamfn_config_args(cfg) -> dict:
 
 
 # what training needs of it (fer_kit.train.recipe): CCC + CE + BCE + the attention term (paper D)
-@register_model(model_cls=DDAMFN, config_args=ddamfn_config_args,
+@register_model(model_cls=DDAMFN, config_args=ddamfn_config_args, tasks=("expr", "mtl", "va", "au"),
                 loss=lambda cfg, class_counts=None: DDAMFNLoss(attention_weight=cfg.attention_weight))
 def ddamfn(**kwargs) -> DDAMFN:
     """Paper D: DDAMFN (MixedFeatureNet, 2 dual-direction heads, GDConv) with VA, EXPR and AU heads."""

@@ -1,9 +1,9 @@
 """Models by name, as timm's `create_model`: notebooks and configs only ever hold a string.
 
-A registry entry also carries what training needs of its model (fer_kit.train.recipe reads it): which
-config fields build it, the paper's loss for it, and what each frame must carry; so a new model touches
-its own file and this registry only. Test configurations (tiny trunks, for the test suite) are created by
-name like any other but never listed.
+A registry entry also carries what training needs of its model (fer_kit.train.recipe and the config's
+checks read it): which config fields build it, the paper's loss for it, what each frame must carry, the
+tasks it has heads for and whether it takes clips; so a new model touches its own file and this registry
+only. Test configurations (tiny trunks, for the test suite) are created by name but never listed.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class ModelEntry:
     #                                   paper's loss, whose from_output(out, y) reads this model's output
     targets: str = "task"                # what each frame carries: "task" (EXPR labels, or every ABAW label
     #                                      for task mtl) or "landmarks" (paper E: 6 LSD classes + 68 points)
+    tasks: tuple[str, ...] = ("expr",)    # the TrainConfig tasks it has heads for (paper D: mtl, va, au too)
+    clips: bool = False                  # takes clips of consecutive frames (paper B), cfg.clip_length > 1
     test_only: bool = False              # a tiny configuration for the test suite: never listed
 
 

@@ -216,6 +216,7 @@ class RegNetTransformer(nn.Module):
 # what training needs of it (fer_kit.train.recipe): the variant picks the concatenated branches; paper B's
 # focal loss on every (non-padding) frame
 @register_model(model_cls=RegNetTransformer, config_args=config_fields("num_classes", "variant", "backbone", "pretrained"),
+                clips=True,
                 loss=lambda cfg, class_counts=None: SequenceFocalLoss(gamma=cfg.focal_gamma))
 def regnet_transformer(**kwargs) -> RegNetTransformer:
     """Paper B: RegNetY-1.6GF per frame + attention + transformer over time, "combine" variant."""
