@@ -31,7 +31,7 @@ def main():
     cfg = TrainConfig(n_frames=args.frames * 5, image_size=args.image_size, progress=False)
     train_table, val_table, _, _ = train.split_tables(cfg)
     val = FrameDataset(val_table.subset(np.arange(min(args.frames, len(val_table)))), args.image_size,
-                       eval_transform(), preload=not args.lazy, progress=False)
+                       eval_transform(), cache="none" if args.lazy else "memory", progress=False)
     members = []
     for k in range(args.members):
         torch.manual_seed(k)

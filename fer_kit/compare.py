@@ -112,7 +112,9 @@ def drop_under(labels, preds: dict, videos, condition, num_classes: int, score: 
     frames without it minus on those with it, and the first model's drop minus the second's with a paired
     interval over videos. Only videos showing both kinds of frames count, so every resample scores both."""
     labels, videos, condition = np.asarray(labels), np.asarray(videos), np.asarray(condition, bool)
-    both = np.array([condition[videos == v].any() and not condition[videos == v].all() for v in videos])
+    _, video = np.unique(videos, return_inverse=True)
+    hit, frames = np.bincount(video, weights=condition), np.bincount(video)
+    both = (hit[video] > 0) & (hit[video] < frames[video])              # the video has frames of both kinds
     labels, videos, condition = labels[both], videos[both], condition[both]
 
     def drop_of(pred):

@@ -125,9 +125,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 CLOCK_SCHEDULES = {"laptop": "onecycle", "laptop_b": "onecycle", "laptop_d": "onecycle", "laptop_e": "onecycle",
                    "laptop_c": "cosine", "paper": "cosine", "paper_b": "cosine", "paper_c": "cosine",
                    "paper_d": "cosine", "paper_e": "cosine"}
-# the smallest input each model family needs: DAN's heads a 2x2 map (ResNet stride 32), SCAN's 25 patches a
-# 6x6 layer2 map; DDAMFN and the plain trunks run from 32 px
-MIN_IMAGE_SIZE = {"dan": 48, "scan_cci": 48}
 TASKS = ("expr", "mtl", "va", "au")
 EXIST = ("error", "resume", "overwrite")      # what fit() does with a run folder that already holds a run
 REGNET_VARIANTS = ("combine", "only_att", "only_trans", "no_att_trans")   # = models.regnet_transformer.VARIANTS
@@ -167,11 +164,11 @@ def source_resolution(data_root: str | None, dataset: str = "abaw") -> int | Non
 def fitted_image_size(preset: str, model: str, source: int | None) -> int:
     """A laptop preset's input size: its own, or the source's resolution where that is smaller (upsampling
     a 48 px face to 80 px pays 2.8x the pixels for no information), rounded down to a multiple of 16 and
-    never below what the model needs (MIN_IMAGE_SIZE)."""
+    never below what the model needs (its registry entry's min_image_size)."""
     size = PRESETS[preset]["image_size"]
     if source is None or source >= size:
         return size
-    need = next((v for k, v in MIN_IMAGE_SIZE.items() if model.startswith(k)), 32)
+    need = getattr(_registered(model), "min_image_size", 32)
     return max(need, source // 16 * 16)
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import metrics
 from .config import EnsembleConfig, EnsembleStudyConfig, TrainConfig
@@ -30,6 +29,7 @@ from .data.dataset import FrameDataset
 from .data.sampling import bagging_subsets
 from .metrics import gain_sentence, paired_gain  # noqa: F401  (part of this module's API: notebook 09)
 from .paths import output_dir, shown
+from .train.evaluate import device_batches
 from .train.precision import resolve as resolve_precision
 from .train import ExprData, config_parser, fit, load_expr_data, load_run, record
 
@@ -165,20 +165,6 @@ class MemberPredictions:
         return self.logits.argmax(-1)                                     # (K, N)
 
 
-def _batches(dataset: FrameDataset, batch_size: int):
-    """(uint8 images, targets) in order, straight from the decoded store when there is one: no
-    per-frame indexing or collation, the cost one ensemble pass pays once instead of K times."""
-    for s in range(0, len(dataset), batch_size):
-        idx = range(s, min(s + batch_size, len(dataset)))
-        x = dataset.images[s: idx.stop] if dataset.images is not None else torch.stack([dataset.image(i) for i in idx])
-        yield x, s, idx.stop
-
-
-def _normalise(x: torch.Tensor, dataset: FrameDataset) -> torch.Tensor:
-    """The dataset's own (evaluation) transform, applied once to the whole batch."""
-    return dataset.transform(x) if dataset.transform is not None else x.float() / 255
-
-
 def _expr_output(out) -> torch.Tensor:
     if hasattr(out, "expr") and out.expr is not None:                    # paper D: EXPR head
         return out.expr
@@ -188,8 +174,9 @@ def _expr_output(out) -> torch.Tensor:
 @torch.inference_mode()
 def predict_members(members: list[Member], dataset: FrameDataset, batch_size: int = 256,
                     device: str | torch.device = "cpu", progress: bool = False) -> MemberPredictions:
-    """All members over one split in one pass: each batch is read and normalised once, resized for any
-    member trained at another size, and run through every member (paper A's heterogeneous ensemble)."""
+    """All members over one split in one pass: each batch is read and normalised (on the device) once,
+    resized for any member trained at another size, and run through every member (paper A's
+    heterogeneous ensemble)."""
     if isinstance(dataset, ClipDataset):
         raise ValueError("predict_members takes a frame dataset; evaluate clip models with train.predict")
     device = torch.device(device)
@@ -199,10 +186,9 @@ def predict_members(members: list[Member], dataset: FrameDataset, batch_size: in
     size = dataset.image_size
     n = len(dataset)
     logits, va, au = None, None, None
-    steps = tqdm(_batches(dataset, batch_size), total=-(-n // batch_size), desc="ensemble", unit="batch",
-                 disable=not progress, mininterval=5.0)
-    for x, s, e in steps:
-        x = _normalise(x, dataset).to(device).contiguous(memory_format=torch.channels_last)
+    e = 0
+    for x, _ in device_batches(dataset, batch_size, device, progress, desc="ensemble"):
+        s, e = e, e + len(x)
         for k, (member, model, policy) in enumerate(zip(members, models, policies)):
             xi = x if member.config.image_size == size else nn.functional.interpolate(
                 x, size=(member.config.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)

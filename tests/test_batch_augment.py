@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 from fer_kit import train
 from fer_kit.train import loop
+from fer_kit.train.data import augment_batch
 from fer_kit.config import TrainConfig
 from fer_kit.data import batch_augment as ba
 from fer_kit.data.transforms import (RECIPES, RandomErasingFace, RandomHorizontalFlipFace,
@@ -252,7 +253,7 @@ def test_the_loop_moves_lsd_landmarks_in_their_own_coordinates_and_trains_clips(
     x = torch.randint(0, 256, (6, 3, SIZE, SIZE), dtype=torch.uint8)
     pts = torch.rand(6, 68, 2) * 40 + 4
     torch.manual_seed(7)
-    out, y = loop._augment_batch(aug, x, {"expr": torch.zeros(6), "landmarks": normalize_landmarks(pts, SIZE)})
+    out, y = augment_batch(aug, x, {"expr": torch.zeros(6), "landmarks": normalize_landmarks(pts, SIZE)})
     torch.manual_seed(7)
     ref, ref_pts = aug(x, pts)
     assert torch.equal(out, ref) and torch.allclose(y["landmarks"], normalize_landmarks(ref_pts, SIZE), atol=1e-5)

@@ -156,12 +156,13 @@ def test_drop_under_names_the_model_the_condition_hurts():
     videos = np.repeat([f"v{k}" for k in range(12)], 40)
     labels = rng.integers(0, 4, len(videos))
     covered = np.tile(np.arange(40) < 10, 12)
-    covered[videos == "v11"] = False                          # a video without covered frames does not count
+    covered[videos == "v11"] = False                          # a video without covered frames does not count,
+    covered[videos == "v10"] = True                           # nor one without clean frames
     fragile = np.where(covered, (labels + 1) % 4, labels)     # right on clean frames, wrong on covered ones
     robust = labels.copy()
     out = compare.drop_under(labels, {"fragile": fragile, "robust": robust}, videos, covered, 4,
                              score="accuracy", what="covered", n_boot=200)
-    assert out["videos"] == 11 and out["frames"] == 11 * 40
+    assert out["videos"] == 10 and out["frames"] == 10 * 40
     assert out["drop"] == {"fragile": pytest.approx(1.0), "robust": pytest.approx(0.0)}
     assert out["gap"]["verdict"] == "better" and "fragile loses more than robust" in out["sentence"]
     swapped = compare.drop_under(labels, {"robust": robust, "fragile": fragile}, videos, covered, 4, score="accuracy")

@@ -62,8 +62,9 @@ def test_test_configurations_are_created_by_name_but_not_listed():
     assert {"test_dan", "test_dan_landmarks", "test_resnet_classifier"} <= every - listed
     assert not any(name.startswith("test_") for name in listed)
     assert create_model("test_dan", num_classes=8).num_heads == 2
-    with pytest.raises(ValueError, match="dann"):
+    with pytest.raises(ValueError, match="dann") as error:
         create_model("dann")
+    assert "'dan'" in str(error.value) and "test_" not in str(error.value)     # offers the public names only
 
 
 @pytest.mark.parametrize("name", list_models(include_test=True))

@@ -1,6 +1,8 @@
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -342,3 +344,44 @@ def test_a_finished_run_of_the_same_config_is_reused_not_retrained(tmp_path, tin
     assert "loaded, not trained again" in capsys.readouterr().out
     train.fit(tiny_config(tmp_path, epochs=2, lr=1e-4, reuse=False), tiny_data)    # ... unless a student retrains
     assert "loaded" not in capsys.readouterr().out
+
+
+def test_evaluation_normalises_whole_batches_on_the_device_as_each_face_would_be(tiny_data, monkeypatch):
+    """The loader hands over uint8 frames and the evaluation transform runs once per batch, giving what the
+    per-face transform gives; clips and LSD landmark targets too; a recipe with no batched version
+    (paper_a) still runs per face."""
+    from torchvision.transforms import v2
+
+    from fer_kit.data.clips import ClipDataset
+    from fer_kit.data.transforms import train_transform
+    from fer_kit.train.evaluate import device_batches
+
+    calls = []
+
+    class Counted(v2.Compose):
+        def forward(self, *inputs):
+            calls.append(1)
+            return super().forward(*inputs)
+
+    val = tiny_data.val.subset(np.arange(40))
+    per_face = torch.stack([val[i][0] for i in range(len(val))])
+    val.transform = Counted(list(val.transform.transforms))
+    batches = list(device_batches(val, 16, "cpu"))
+    assert calls == [] and [len(x) for x, _ in batches] == [16, 16, 8]
+    x = torch.cat([b[0] for b in batches])
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x, per_face, atol=1e-5) and torch.equal(torch.cat([b[1] for b in batches]), val.labels)
+
+    clips = ClipDataset(tiny_data.val.subset(np.arange(40)), 4)
+    xc, yc = next(device_batches(clips, 3, "cpu"))
+    assert xc.shape == (3, 4, 3, 48, 48) and torch.allclose(xc[1], clips[1][0], atol=1e-5) and torch.equal(yc[1], clips[1][1])
+
+    points = np.random.default_rng(0).uniform(10, 90, (len(val), 68, 2)).astype(np.float32)
+    lsd = train.frame_dataset(TrainConfig(n_frames=600, seed=3, image_size=48, progress=False),
+                              dataclasses.replace(val.table, landmarks=points), tiny_data.val.transform, targets="landmarks")
+    xl, yl = next(device_batches(lsd, 8, "cpu"))
+    assert torch.allclose(xl[3], lsd[3][0], atol=1e-5) and torch.allclose(yl["landmarks"][3], lsd[3][1]["landmarks"])
+
+    val.transform = train_transform("paper_a", 48)                 # picks among whole pipelines: per face only
+    xa, _ = next(device_batches(val, 4, "cpu"))
+    assert xa.dtype == torch.float32 and xa.shape == (4, 3, 48, 48)

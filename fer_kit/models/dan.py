@@ -147,7 +147,7 @@ def dan_loss(cfg, class_counts=None) -> DANLoss:
 
 # what training needs of these models (fer_kit.train.recipe)
 _TRAINING = dict(model_cls=DAN, config_args=config_fields("num_classes", "num_heads", "backbone", "pretrained"),
-                 loss=dan_loss)
+                 loss=dan_loss, min_image_size=48)     # the heads want a 2x2 map at the trunk's stride 32
 
 
 @register_model(**_TRAINING)

@@ -291,7 +291,8 @@ class SCANCCI(nn.Module):
 # what training needs of these models (fer_kit.train.recipe): the name fixes the ResNet-50 trunk; paper C
 # Eq. 4-5's loss 0.2 L_u + 0.8 sum_i L_i
 _TRAINING = dict(model_cls=SCANCCI, config_args=config_fields("num_classes", "pretrained"),
-                 loss=lambda cfg, class_counts=None: SCANCCILoss(lam=0.2))
+                 loss=lambda cfg, class_counts=None: SCANCCILoss(lam=0.2),
+                 min_image_size=48)                          # 25 patches need a 6x6 layer2 map
 
 
 @register_model(**_TRAINING)

@@ -20,6 +20,7 @@ from ..data.sources import dataset_root, lsd_tables
 from ..data.splits import read_splits
 from ..data.table import FrameTable
 from ..data.transforms import eval_transform, train_transform
+from ..losses import denormalize_landmarks, normalize_landmarks
 
 
 @dataclass
@@ -91,13 +92,13 @@ def frame_dataset(cfg: TrainConfig, table: FrameTable, transform=None, targets: 
                         progress=cfg.progress if progress is None else progress)
 
 
-def loader_workers(cfg: TrainConfig, dataset) -> int:
+def loader_workers(dataset, workers: int | None = None) -> int:
     """DataLoader processes for a split: none where frames are already decoded (reading one costs
-    microseconds), else cfg.workers or all cores but the training one, up to 4, decoding ahead."""
+    microseconds), else `workers` (cfg.workers) or all cores but the training one, up to 4, decoding ahead."""
     frames = dataset.frames if isinstance(dataset, ClipDataset) else dataset
     if getattr(frames, "images", None) is not None:
         return 0
-    return cfg.workers if cfg.workers is not None else min(4, (os.cpu_count() or 1) - 1)
+    return workers if workers is not None else min(4, (os.cpu_count() or 1) - 1)
 
 
 def load_expr_data(cfg: TrainConfig) -> ExprData:
@@ -136,19 +137,39 @@ def batch_augmentation(cfg: TrainConfig, data: ExprData, device: torch.device) -
     their recipe runs on whole batches on the device: the same draws per image, without a GPU waiting
     on a loader that augments one face at a time. Returns the data to load and the batch augmentation
     (None: each face is augmented in the loader, as before)."""
-    frames = data.train.frames if isinstance(data.train, ClipDataset) else data.train
     on_batch = cfg.augment_on == "batch" or (cfg.augment_on == "auto" and device.type != "cpu"
                                              and cfg.augment != "paper_a")   # paper_a: per image only
-    if not on_batch or frames.transform is None:
+    if not on_batch:
         return data, None
+    train, augment = transform_on_device(data.train)
+    return dataclasses.replace(data, train=train), augment
+
+
+def transform_on_device(dataset) -> tuple[FrameDataset | ClipDataset, BatchAugment | None]:
+    """(the dataset handing over decoded uint8 frames, its transform as one call on a batch), or the
+    dataset as it is and None when it has no transform. Raises ValueError for a step with no batched
+    version (recipe paper_a)."""
+    frames = dataset.frames if isinstance(dataset, ClipDataset) else dataset
+    if frames.transform is None:
+        return dataset, None
     augment = BatchAugment(frames.transform)
     plain = copy.copy(frames)
     plain.transform = None                       # the loader now hands over decoded uint8 frames
-    if isinstance(data.train, ClipDataset):
-        clips = copy.copy(data.train)
+    if isinstance(dataset, ClipDataset):
+        clips = copy.copy(dataset)
         clips.frames = plain
         plain = clips
-    return dataclasses.replace(data, train=plain), augment
+    return plain, augment
+
+
+def augment_batch(augment: BatchAugment, x: torch.Tensor, y):
+    """Run a batch transform on a batch already on the device; LSD targets' landmarks ([-1, 1]
+    coordinates, on the same device) move with their faces."""
+    pts = y.get("landmarks") if isinstance(y, dict) else None
+    x, moved = augment(x, None if pts is None else denormalize_landmarks(pts, x.shape[-2:]))
+    if moved is not None:
+        y = {**y, "landmarks": normalize_landmarks(moved, x.shape[-2:])}
+    return (x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x), y
 
 
 def frame_videos(dataset) -> np.ndarray:

@@ -11,9 +11,34 @@ from tqdm import tqdm
 from .. import metrics
 from ..data.clips import ClipDataset
 from . import distributed
-from .data import frame_videos
+from .data import augment_batch, frame_videos, loader_workers, transform_on_device
 from .device import to_device
 from .precision import resolve as resolve_precision
+
+
+@torch.no_grad()
+def device_batches(dataset, batch_size: int, device, progress: bool = False, desc: str = "predicting",
+                   ranks: distributed.Ranks | None = None):
+    """(images on the device, targets on the CPU) batch by batch over a whole dataset, in order (with
+    `ranks`, rank r's block of it). The loader hands over decoded uint8 frames (a quarter of the float
+    bytes to collate and copy, pinned for a GPU) and the dataset's transform runs once per batch on the
+    device, where normalising belongs; a transform with no batched version (recipe paper_a) runs per
+    face in the loader instead. What predict and the ensembles' one pass both read."""
+    device = torch.device(device)
+    try:
+        plain, transform = transform_on_device(dataset)
+    except ValueError:
+        plain, transform = dataset, None
+    workers = loader_workers(plain)
+    if ranks is not None:
+        plain = distributed.shard(plain, ranks)
+    loader = DataLoader(plain, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda")
+    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
+        x = to_device(x, device)
+        if transform is not None:           # landmark targets move with geometric steps, on x's device
+            x, y = augment_batch(transform, x, {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y)
+            y = distributed.to_cpu(y)
+        yield x, y
 
 
 @torch.no_grad()
@@ -28,18 +53,17 @@ def _outputs(model: nn.Module, dataset, batch_size: int, device, progress: bool 
         batch_size = max(1, batch_size // dataset.clip_length)
     r = distributed.ranks()
     if r.on:           # under torchrun: each rank its block of the split, every rank all of it back in order
-        local = list(_outputs_of(model, distributed.shard(dataset, r), batch_size, device, policy, False))
-        yield from distributed.gather_in_order([distributed.to_cpu(b) for b in local], r)
+        local = [distributed.to_cpu(b) for b in _outputs_of(model, dataset, batch_size, device, policy, False, r)]
+        yield from distributed.gather_in_order(local, r)
         return
     yield from _outputs_of(model, dataset, batch_size, device, policy, progress)
 
 
 @torch.no_grad()
-def _outputs_of(model, dataset, batch_size, device, policy, progress):
-    for x, y in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="predicting", unit="batch",
-                     disable=not progress, mininterval=2.0):
+def _outputs_of(model, dataset, batch_size, device, policy, progress, ranks=None):
+    for x, y in device_batches(dataset, batch_size, device, progress, ranks=ranks):
         with policy.autocast():
-            yield model(to_device(x, device)), y
+            yield model(x), y
 
 
 def predict(model: nn.Module, dataset, batch_size: int = 128, device: torch.device | str = "cpu",

@@ -18,29 +18,18 @@ from ..config import TrainConfig, image_size_note
 from ..data.batch_augment import BatchAugment
 from ..data.sampling import weighted_sampler
 from ..data.transforms import mixup_batch
-from ..losses import denormalize_landmarks, normalize_landmarks
 from ..model_card import write_model_card
 from ..paths import output_dir, shown
 from ..schedules import Clock, lr_factor
 from . import distributed
 from .checkpoints import _kill_due, _kill_self, init_weights, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import ExprData, batch_augmentation, load_expr_data, loader_workers
+from .data import ExprData, augment_batch, batch_augmentation, load_expr_data, loader_workers
 from .device import determinism, seed_everything, select_device, to_device
 from .evaluate import VAL_COLUMNS, evaluate
 from .precision import Precision, resolve as resolve_precision
 from .recipe import build_criterion, build_model, build_optimizer, compute_loss, keep_frozen_in_eval, set_stage
 from .run_folder import (RunResult, check_same_run, finished_run, prepare_run_folder, run_lock, save_run_figures,
                          write_json)
-
-
-def _augment_batch(augment: BatchAugment, x: torch.Tensor, y):
-    """Run the batch augmentation on a batch already on the device; LSD targets' landmarks ([-1, 1]
-    coordinates) move with their faces."""
-    pts = y.get("landmarks") if isinstance(y, dict) else None
-    x, moved = augment(x, None if pts is None else denormalize_landmarks(pts, x.shape[-2:]))
-    if moved is not None:
-        y = {**y, "landmarks": normalize_landmarks(moved, x.shape[-2:])}
-    return (x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x), y
 
 
 def batches_per_epoch(loader, cfg: TrainConfig) -> int:
@@ -80,7 +69,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
         x = to_device(x, device)
         y = {k: v.to(device) for k, v in y.items()} if isinstance(y, dict) else y.to(device)
         if augment is not None:                          # augment_on="batch": the recipe on the whole batch
-            x, y = _augment_batch(augment, x, y)
+            x, y = augment_batch(augment, x, y)
         n = len(x)
         with policy.autocast():
             if cfg.mixup_alpha:
@@ -230,7 +219,7 @@ def _fit(cfg: TrainConfig, data: ExprData | None, resume: bool, out_dir: Path,
     # decoding workers (cache "none") are seeded from `gen`, so their per-face augmentation draws follow the
     # run's seed; on a CPU they start anew each epoch, so a resumed run draws what it would have. On a GPU
     # they stay between epochs, and batches are page-locked so their copies overlap the step.
-    workers = loader_workers(cfg, data.train)
+    workers = loader_workers(data.train, cfg.workers)
     feeding = dict(num_workers=workers, pin_memory=device.type == "cuda",
                    persistent_workers=workers > 0 and device.type == "cuda")
     if r.on:           # every rank draws the one-process order from `gen` and trains on its share of each batch
