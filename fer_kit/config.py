@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import functools
+import inspect
 import numbers
 import os
 import re
@@ -192,6 +193,13 @@ def _registered(name: str):
     return model_entry(name) if name in list_models(include_test=True) else None
 
 
+def _takes(name: str, argument: str) -> bool:
+    """Whether a registered model's constructor has this argument (unknown names: False)."""
+    entry = _registered(name)
+    cls = getattr(entry, "model_cls", None)
+    return cls is not None and argument in inspect.signature(cls.__init__).parameters
+
+
 def is_lsd_model(name: str) -> bool:
     """Paper E's DAN + landmarks models (registry targets "landmarks") train on the 6 LSD classes with
     landmark targets."""
@@ -230,6 +238,8 @@ class TrainConfig(FromParams):
     landmark_backbone: str | None = None  # paper E: appearance-branch trunk; None = the preset's, else resnet50
     variant: str = "combine"          # paper B: combine (paper), only_att, only_trans (the code's yaml), no_att_trans
     num_heads: int | None = None      # attention heads; None = the preset's (DAN 4, DDAMFN 2)
+    log_softmax_heads: bool | None = None  # DAN's heads log-softmaxed across heads before summing; None = the model's
+                                      # own (DAN and paper A: True; paper E's code: False)
     pretrained: bool = False          # timm ImageNet weights (needs the internet once)
     init_from: str | None = None      # a kit checkpoint (e.g. runs/x/best.pt) whose matching weights start this run
     init_min_share: float = 0.9       # init_from must match at least this share of the model's tensors (by name and shape)
@@ -322,6 +332,9 @@ class TrainConfig(FromParams):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
+        if self.log_softmax_heads is not None and not _takes(self.model, "log_softmax_heads"):
+            raise ValueError(f"log_softmax_heads is an option of DAN's heads (dan*, dan_landmarks*); model={self.model!r} "
+                             f"has none: leave it None")
         if self.task != "expr" and self.task not in getattr(_registered(self.model), "tasks", ("expr",)):
             raise ValueError(f"task={self.task!r} needs a model with VA, EXPR and AU heads (ddamfn); got model={self.model!r}")
         if not 0 <= self.freeze_epochs < self.epochs + 1:
@@ -407,7 +420,8 @@ class DanConfig(TrainConfig):
     `python -m fer_kit.train` with them); `compare` adds paper A's ablations on the same schedule."""
 
     n_frames: int = 8000              # about 4,100 training frames kept
-    compare: bool = False             # also train DAN without the affinity and partition losses, and with one head
+    compare: bool = False             # also train DAN without the affinity and partition losses, with one head, and
+                                      # with its four heads summed without the log-softmax across heads
 
     def ablations(self, steps: int | None = None) -> dict[str, TrainConfig]:
         """Paper A's ideas switched off one at a time, each in its own run folder. `steps`: the main run's
@@ -416,7 +430,9 @@ class DanConfig(TrainConfig):
         same = dict(minutes=0.0, steps=steps) if self.minutes and steps else {}
         return {"no affinity or partition loss": self.train_config(affinity_weight=0.0, partition_weight=0.0,
                                                                    out_dir=f"{self.out_dir}_no_af_pt", **same),
-                "one attention head": self.train_config(num_heads=1, out_dir=f"{self.out_dir}_one_head", **same)}
+                "one attention head": self.train_config(num_heads=1, out_dir=f"{self.out_dir}_one_head", **same),
+                "four heads summed": self.train_config(log_softmax_heads=False, out_dir=f"{self.out_dir}_summed_heads",
+                                                       **same)}
 
 
 @dataclass

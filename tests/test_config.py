@@ -52,3 +52,16 @@ def test_augmentation_names_and_mixup_are_checked():
         TrainConfig(model="dan", mixup_alpha=0.2)
     with pytest.raises(ValueError, match="mixup_alpha must be >= 0"):
         TrainConfig(model="dan_landmarks", num_classes=6, mixup_alpha=-1.0)
+
+
+def test_log_softmax_heads_reaches_dan_and_is_refused_elsewhere():
+    from fer_kit.config import DanConfig
+    from fer_kit.train import build_model
+
+    summed = DanConfig().ablations()["four heads summed"]
+    assert summed.log_softmax_heads is False and summed.out_dir.endswith("_summed_heads")
+    assert build_model(summed.replace(model="test_dan")).log_softmax_heads is False
+    assert build_model(TrainConfig(model="test_dan")).log_softmax_heads is True          # DAN's own
+    assert build_model(TrainConfig(model="test_dan_landmarks", num_classes=6)).log_softmax_heads is False  # paper E's code
+    with pytest.raises(ValueError, match="log_softmax_heads is an option of DAN's heads"):
+        TrainConfig(model="scan_cci", log_softmax_heads=False)

@@ -113,3 +113,34 @@ def test_logits_only_returns_a_tensor():
     m = logits_only(create_model("test_dan")).eval()
     with torch.no_grad():
         assert m(torch.randn(2, 3, 64, 64)).shape == (2, 8)
+
+
+@pytest.mark.parametrize("log_softmax_heads", [True, False])
+def test_log_softmax_across_heads_is_blind_to_what_all_heads_share(log_softmax_heads):
+    """DAN's fusion (log-softmax across heads, then sum) gives the same logits when every head's vector
+    moves by the same amount; summing the raw vectors (log_softmax_heads=False) does not."""
+    torch.manual_seed(0)
+    net = create_model("test_dan", log_softmax_heads=log_softmax_heads).eval()
+    x = torch.randn(4, 3, 64, 64)
+    f, heads, attention = net.attend(x)
+    shift = torch.randn(4, 1, heads.shape[2]) * 3.0              # the same for every head of a face
+    outs = []
+    for h in (heads, heads + shift):
+        net.attend = lambda _x, h=h: (f, h, attention)
+        with torch.no_grad():
+            outs.append(net(x).logits)
+    assert torch.allclose(outs[0], outs[1], atol=1e-4) == log_softmax_heads
+
+
+def test_agreement_share_measures_what_the_heads_share():
+    from fer_kit.models.dan import agreement_share
+
+    torch.manual_seed(0)
+    faces = torch.randn(32, 1, 16)
+    assert agreement_share(faces.expand(32, 4, 16)) == pytest.approx(1.0)      # identical heads
+    apart = torch.randn(32, 4, 16)
+    apart = apart - apart.mean(dim=1, keepdim=True)                           # the heads' mean: 0 on every face
+    assert agreement_share(apart) == pytest.approx(0.0, abs=1e-6)
+    assert 0.2 < agreement_share(faces + 0.5 * torch.randn(32, 4, 16)) < 1.0
+    with pytest.raises(ValueError, match=r"\(B, k, C\)"):
+        agreement_share(torch.randn(8, 1, 16))

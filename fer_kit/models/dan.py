@@ -13,7 +13,9 @@ How this file differs from the published code:
 - for ResNet-50 the 1x1 bottleneck 2048 -> 1024 -> 512 of paper A's code is kept (the paper does not
   mention it, but the heads are built for 512 channels);
 - paper A's code loads AffectNet-8 head weights whose class 7 is Contempt, not Other; the kit never
-  loads a classifier across label orders.
+  loads a classifier across label orders;
+- `log_softmax_heads=False` (in neither paper) sums the raw head vectors, as DAN does with one head: it
+  isolates what the log-softmax across heads costs a network trained from scratch (notebook 04).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ..losses import DANLoss
 from .backbones import create_backbone, feature_channels
 from .registry import config_fields, register_model
 
-__all__ = ["DAN", "DANOutput"]
+__all__ = ["DAN", "DANOutput", "agreement_share"]
 
 
 class DANOutput(NamedTuple):
@@ -102,14 +104,18 @@ class DAN(nn.Module):
         backbone: timm model name of the trunk (resnet18, resnet50, ...).
         pretrained: load timm's ImageNet weights for the trunk (needs the internet once).
         checkpoint_path: local trunk weights (e.g. MS-Celeb ResNet-18), loaded after creation.
+        log_softmax_heads: with more than one head, log-softmax the head vectors across heads before
+            summing them (DAN and paper A). The log-softmax is blind to whatever all heads agree on (adding
+            the same number to every head's channel j leaves it unchanged), so the classifier sees only how
+            the heads differ; False sums the raw vectors.
     """
 
     def __init__(self, num_classes: int = 8, num_heads: int = 4, backbone: str = "resnet18",
-                 pretrained: bool = False, checkpoint_path: str | None = None):
+                 pretrained: bool = False, checkpoint_path: str | None = None, log_softmax_heads: bool = True):
         super().__init__()
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1; got {num_heads}")
-        self.num_classes, self.num_heads = num_classes, num_heads
+        self.num_classes, self.num_heads, self.log_softmax_heads = num_classes, num_heads, log_softmax_heads
         self.features = create_backbone(backbone, pretrained, checkpoint_path)
         cin = feature_channels(self.features)
         # paper A's code: 1x1 bottleneck so a ResNet-50 trunk (2048 ch) feeds 512-channel heads
@@ -133,10 +139,27 @@ class DAN(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"DAN expects images shaped (B, 3, H, W); got {tuple(x.shape)}")
         f, heads, attention = self.attend(x)
-        if self.num_heads > 1:
+        if self.log_softmax_heads and self.num_heads > 1:
             heads = heads.log_softmax(dim=1)               # heads compete for each channel
         logits = self.bn(self.fc(heads.sum(dim=1)))        # (B, C)
         return DANOutput(logits, f, heads, attention)
+
+
+def agreement_share(heads: torch.Tensor) -> float:
+    """How much of the head vectors' variation from face to face all heads share: the variance over faces
+    of the heads' mean vector, as a share of the variance of the head vectors themselves (both summed over
+    channels). 1.0 when every head returns the same vector, 0.0 when the heads' mean is the same on every
+    face. DAN's log-softmax across heads cannot see the shared part: it is that much signal lost.
+
+    heads: (B, k, C) raw head vectors (DAN.attend), k > 1."""
+    if heads.ndim != 3 or heads.shape[1] < 2 or heads.shape[0] < 2:
+        raise ValueError(f"agreement_share expects raw head vectors of at least 2 faces and 2 heads, shaped "
+                         f"(B, k, C); got {tuple(heads.shape)}")
+    heads = heads.detach().float()
+    common = heads.mean(dim=1)                                       # (B, C)
+    shared = common.var(dim=0).sum()                                 # over faces, summed over channels
+    total = heads.var(dim=0).mean(dim=0).sum()                       # each head's, averaged over heads
+    return float(shared / total.clamp_min(1e-12))
 
 
 def dan_loss(cfg, class_counts=None) -> DANLoss:
@@ -146,7 +169,8 @@ def dan_loss(cfg, class_counts=None) -> DANLoss:
 
 
 # what training needs of these models (fer_kit.train.recipe)
-_TRAINING = dict(model_cls=DAN, config_args=config_fields("num_classes", "num_heads", "backbone", "pretrained"),
+_TRAINING = dict(model_cls=DAN, config_args=config_fields("num_classes", "num_heads", "backbone", "pretrained",
+                                                          unless_none=("log_softmax_heads",)),
                  loss=dan_loss, min_image_size=48)     # the heads want a 2x2 map at the trunk's stride 32
 
 

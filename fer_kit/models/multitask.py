@@ -190,7 +190,8 @@ def dan_landmarks_loss(cfg, class_counts=None) -> DANLandmarkLoss:
 
 # what training needs of these models (fer_kit.train.recipe): the 6 LSD classes and 68 landmarks per face
 _TRAINING = dict(model_cls=DANLandmarks, loss=dan_landmarks_loss, targets="landmarks", min_image_size=48,
-                 config_args=config_fields("num_classes", "num_heads", "backbone", "landmark_backbone", "pretrained"))
+                 config_args=config_fields("num_classes", "num_heads", "backbone", "landmark_backbone", "pretrained",
+                                           unless_none=("log_softmax_heads",)))
 
 
 @register_model(**_TRAINING)

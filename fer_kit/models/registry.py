@@ -43,9 +43,13 @@ def register_model(fn: Callable[..., nn.Module] | None = None, **training) -> Ca
     return add(fn) if fn is not None else add
 
 
-def config_fields(*names: str) -> Callable[[Any], dict]:
-    """config_args that pass these TrainConfig fields under their own names."""
-    return lambda cfg: {name: getattr(cfg, name) for name in names}
+def config_fields(*names: str, unless_none: tuple[str, ...] = ()) -> Callable[[Any], dict]:
+    """config_args that pass these TrainConfig fields under their own names; the `unless_none` ones only
+    when set, so that None leaves the model's own default (which differs between models) in place."""
+    def args(cfg) -> dict:
+        given = {name: getattr(cfg, name, None) for name in unless_none}
+        return {**{name: getattr(cfg, name) for name in names}, **{k: v for k, v in given.items() if v is not None}}
+    return args
 
 
 def list_models(include_test: bool = False) -> list[str]:
