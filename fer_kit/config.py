@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 import functools
-import inspect
 import numbers
 import os
 import re
@@ -193,13 +192,6 @@ def _registered(name: str):
     return model_entry(name) if name in list_models(include_test=True) else None
 
 
-def _takes(name: str, argument: str) -> bool:
-    """Whether a registered model's constructor has this argument (unknown names: False)."""
-    entry = _registered(name)
-    cls = getattr(entry, "model_cls", None)
-    return cls is not None and argument in inspect.signature(cls.__init__).parameters
-
-
 def is_lsd_model(name: str) -> bool:
     """Paper E's DAN + landmarks models (registry targets "landmarks") train on the 6 LSD classes with
     landmark targets."""
@@ -332,7 +324,8 @@ class TrainConfig(FromParams):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}; got {self.task!r}")
-        if self.log_softmax_heads is not None and not _takes(self.model, "log_softmax_heads"):
+        takes = getattr(_registered(self.model), "arguments", None) or ()
+        if self.log_softmax_heads is not None and "log_softmax_heads" not in takes:
             raise ValueError(f"log_softmax_heads is an option of DAN's heads (dan*, dan_landmarks*); model={self.model!r} "
                              f"has none: leave it None")
         if self.task != "expr" and self.task not in getattr(_registered(self.model), "tasks", ("expr",)):

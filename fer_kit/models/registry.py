@@ -30,6 +30,13 @@ class ModelEntry:
     min_image_size: int = 32             # the smallest input it runs on (a laptop preset never fits below it)
     test_only: bool = False              # a tiny configuration for the test suite: never listed
 
+    @property
+    def arguments(self) -> list[str] | None:
+        """The keyword arguments create_model accepts for it (None: its class is not registered)."""
+        if self.model_cls is None:
+            return None
+        return [p for p in inspect.signature(self.model_cls.__init__).parameters if p != "self"]
+
 
 _MODELS: dict[str, ModelEntry] = {}
 
@@ -65,9 +72,8 @@ def model_entry(name: str) -> ModelEntry:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; unknown names and keyword arguments fail with the valid choices."""
     entry = model_entry(name)
-    if entry.model_cls is not None:
-        accepted = [p for p in inspect.signature(entry.model_cls.__init__).parameters if p != "self"]
-        check_names(kwargs, accepted, f"{name} argument", TypeError)
+    if entry.arguments is not None:
+        check_names(kwargs, entry.arguments, f"{name} argument", TypeError)
     return entry.fn(**kwargs)
 
 
