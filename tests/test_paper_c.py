@@ -42,6 +42,31 @@ def test_existing_presets_still_mean_adam_with_one_group():
     assert isinstance(opt, torch.optim.Adam) and len(opt.param_groups) == 1
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_fused_step_on_a_cpu_makes_the_per_tensor_update(optimizer):
+    """build_optimizer takes torch's fused kernel where every parameter's device has one; it must be the
+    same optimiser: three steps from the same gradients land where torch's per-tensor loop lands."""
+    cfg = TrainConfig(model="test_dan", optimizer=optimizer, weight_decay=1e-4)
+    torch.manual_seed(0)
+    model, criterion = train.build_model(cfg), train.build_criterion(cfg)
+    twin = train.build_model(cfg)
+    twin.load_state_dict(model.state_dict())
+    fused = train.build_optimizer(cfg, model, criterion)
+    assert fused.defaults["fused"] is True
+    kind = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    extra = {"momentum": cfg.momentum} if optimizer == "sgd" else {}
+    loop = kind(twin.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, **extra)
+    for _ in range(3):
+        for a, b in zip(model.parameters(), twin.parameters()):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        loop.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert train.recipe.fused_step([{"params": [torch.zeros(2, device="meta")]}]) is None   # no kernel: torch's default
+
+
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="sgdd")
