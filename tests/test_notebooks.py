@@ -210,13 +210,15 @@ def test_05_small_run_learns_per_frame_and_over_clips(tmp_path, tiny_synthetic):
 
 @pytest.mark.notebooks
 def test_08_small_run_learns_its_style_and_measures_the_shift(tmp_path, tiny_synthetic):
-    run("08_learning_from_synthetic_data.ipynb", tmp_path, n_frames=1500, seed=3, epochs=3, image_size=48, compare=False,
+    run("08_learning_from_synthetic_data.ipynb", tmp_path, n_frames=2400, seed=3, epochs=4, image_size=48, compare=False,
         out_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["config"]["style"] == "cartoon" and m["config"]["val_style"] == "photo"
-    # 3 epochs at 48 px learn the training style (seen here: 0.30 on same-style test faces against 0.085 at
-    # initialisation) but not yet across the shift (0.05-0.07, at the majority class's 0.073): the learning
-    # is asserted on the training style; across the shift only that it is measured on both splits
+    # the epoch is chosen on the shifted style, where a small run sits near chance, so the chosen epoch can be
+    # an early one: on 1,500 frames for 3 epochs the same-style score of the chosen epoch cleared the floor by
+    # 0.01-0.17 over seeds 3-5 (a rounding change moved seed 3 from 0.26 to 0.13). On 2,400 frames for 4
+    # epochs seeds 3-5 cleared it by 0.13, 0.17 and 0.26. The learning is asserted on the training style;
+    # across the shift only that it is measured on both splits
     floor = max(m["at_init"]["lsd_mean_f1"], m["baselines"]["majority_class"]["lsd_mean_f1"])
     assert m["in_domain"]["lsd_mean_f1"] > floor + 0.1, (m["in_domain"], floor)
     assert 0 <= m["best"]["lsd_mean_f1"] <= 1 and 0 <= m["test"]["lsd_mean_f1"] <= 1

@@ -89,9 +89,9 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         distributed.average_gradients(criterion, r)     # the loss's own parameters (DAN's centres): DDP holds the model's
-        # the norm is measured even without clipping (max_norm inf scales by exactly 1), and checked before
-        # the step: a NaN or infinite gradient (a NaN loss gives one) would turn every weight into NaN. This
-        # check is the step's one wait for the device; the loss terms add up there and are read per epoch.
+        # the norm is measured even without clipping, and checked before the step: a NaN or infinite gradient
+        # (a NaN loss gives one) would turn every weight into NaN. This check is the step's one wait for the
+        # device; the loss terms add up there and are read per epoch.
         params = [p for g in optimizer.param_groups for p in g["params"]]
         if scaler is not None:                           # an fp16 overflow: the scaler skips this step and
             nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"))
@@ -99,7 +99,11 @@ def train_one_epoch(model, criterion, loader, optimizer, device, cfg: TrainConfi
             scaler.update()
         else:
             try:
-                nn.utils.clip_grad_norm_(params, cfg.clip_grad or float("inf"), error_if_nonfinite=True)
+                if cfg.clip_grad:
+                    nn.utils.clip_grad_norm_(params, cfg.clip_grad, error_if_nonfinite=True)
+                else:                                    # the check alone: clipping at max_norm inf would also
+                    grads = [p.grad for p in params if p.grad is not None]    # multiply every gradient by 1
+                    nn.utils.get_total_norm(grads, error_if_nonfinite=True)
             except RuntimeError as e:
                 raise _not_finite(loss, params, epoch, step, cfg) from e
             optimizer.step()
