@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import compare
 from .paths import output_dir, shown
-from .run_notebook import execute, notebook_path, parameter_args, parse_value
+from .run_notebook import execute, notebook_path, parameter_args, parse_value, record_time
 
 
 def run_seeds(notebook: str, seeds: list[int], parameters: dict | None = None,
@@ -41,6 +41,7 @@ def run_seeds(notebook: str, seeds: list[int], parameters: dict | None = None,
             for stale in compare.comparison_dir().glob(f"{prefix}*.json"):
                 stale.unlink()
             out, seconds = execute(notebook)
+            record_time(out)                             # the committed run's own time, as run_notebook writes it
             found[seed] = {k: v for k, v in compare.load_all().items() if k.startswith(prefix)}
         else:
             folder = root / f"seed{seed}"

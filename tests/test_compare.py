@@ -134,6 +134,22 @@ def test_a_default_run_writes_its_own_time_into_the_objectives(tmp_path):
     assert "its default run took 3.4 min" in objectives and objectives.count(" took ") == 1
 
 
+def test_a_refreshed_study_writes_seed_0_s_time_into_the_objectives(tmp_path, monkeypatch):
+    """--refresh makes seed 0 the committed default run: its objectives must then state that run's time."""
+    monkeypatch.setenv("FER_KIT_OUTPUT", str(tmp_path))
+    path = tmp_path / "01.ipynb"
+
+    def execute(notebook, output=None, parameters=None, env=None):
+        shutil.copy(notebook_path("01"), path)
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["papermill"]["duration"] = 201.0
+        nbformat.write(nb, path)
+        return path, 201.0
+    monkeypatch.setattr(study, "execute", execute)
+    study.run_seeds("01", [0], refresh=True)
+    assert "its default run took 3.4 min" in nbformat.read(path, as_version=4).cells[1].source
+
+
 def test_committed_notebooks_name_no_path_of_this_machine():
     from fer_kit.paths import project_dir
 
