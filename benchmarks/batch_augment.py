@@ -19,13 +19,15 @@ from fer_kit.data.synthetic import render_faces
 from fer_kit.data.transforms import apply_with_landmarks, train_transform
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def best_of(fns: dict, repeats: int) -> dict:
+    """The best time of each function over `repeats` rounds, the functions interleaved in each round."""
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def main(batch_size: int = 128, repeats: int = 3) -> None:
@@ -37,18 +39,23 @@ def main(batch_size: int = 128, repeats: int = 3) -> None:
         for recipe, with_landmarks in (("paper_e", True), ("dan_laptop", False), ("dan", False)):
             t = train_transform(recipe, size)
             batched = BatchAugment(t)
+            # as a DataLoader delivers them: per face, each augmented face then stacked into the batch
+            # (default_collate); batched, the uint8 faces stacked, then the batch augmented
+            faces_of = lambda: [x[i] for i in range(batch_size)]
             if with_landmarks:
-                per_image = lambda: [apply_with_landmarks(t, x[i], pts[i]) for i in range(batch_size)]
-                per_batch = lambda: batched(x, pts)
+                per_face = lambda: [apply_with_landmarks(t, x[i], pts[i]) for i in range(batch_size)]
+                per_image = lambda: torch.stack([img for img, _ in per_face()])
+                per_batch = lambda: batched(torch.stack(faces_of()), pts)
             else:
-                per_image = lambda: [t(x[i]) for i in range(batch_size)]
-                per_batch = lambda: batched(x)
-            per_image(), per_batch()                                             # warm-up
-            one, whole = best_of(per_image, repeats), best_of(per_batch, repeats)
-            print(f"{recipe:>10} at {size} px{' + landmarks' if with_landmarks else '':12}: per image "
-                  f"{batch_size / one:7,.0f} faces/s, batched {batch_size / whole:7,.0f} faces/s, "
-                  f"ratio {one / whole:5.1f}x")
-
+                per_face = lambda: [t(x[i]) for i in range(batch_size)]
+                per_image = lambda: torch.stack(per_face())
+                per_batch = lambda: batched(torch.stack(faces_of()))
+            per_face(), per_image(), per_batch()                                 # warm-up
+            times = best_of({"face": per_face, "image": per_image, "batch": per_batch}, repeats)
+            print(f"{recipe:>10} at {size} px{' + landmarks' if with_landmarks else '':12}: per face "
+                  f"{batch_size / times['face']:6,.0f}/s, + collate {batch_size / times['image']:6,.0f}/s, "
+                  f"batched {batch_size / times['batch']:6,.0f}/s: {times['image'] / times['batch']:4.1f}x "
+                  f"(vs per face alone {times['face'] / times['batch']:4.1f}x)")
 
 if __name__ == "__main__":
     main(*(int(a) for a in sys.argv[1:3]))
