@@ -192,7 +192,7 @@ def test_confident_mistakes_are_wrong_and_sorted():
 
 @pytest.fixture(scope="module")
 def small_10(tmp_path_factory, cache_dir):
-    """Notebook 10 on a small DAN trained inside it (1,500 frames, 3 epochs, 120 faces): one run serves the
+    """Notebook 10 on a small DAN trained inside it (2,400 frames, 4 epochs, 120 faces): one run serves the
     notebook's own checks and the trained-vs-untrained pointing test below. Grad-CAM only: each method
     scores every DAN layer on trained and untrained weights (EigenCAM added ~25 s of CI); every method's
     maps are checked above."""
@@ -203,7 +203,7 @@ def small_10(tmp_path_factory, cache_dir):
     tmp = tmp_path_factory.mktemp("nb10")
     pm.execute_notebook(project_dir() / "notebooks" / "10_gradcam_attention.ipynb", tmp / "out.ipynb",
                         parameters=dict(run_dir=str(tmp / "no_run"), models="dan", methods="gradcam",
-                                        n_faces=120, n_frames=1500, epochs=3, interactive=False,
+                                        n_faces=120, n_frames=2400, epochs=4, interactive=False,
                                         out_dir=str(tmp / "run"), figures_dir=str(tmp / "figures")),
                         kernel_name="python3", progress_bar=False, cwd=str(project_dir() / "notebooks"))
     return tmp
