@@ -54,7 +54,7 @@ from torch import nn
 
 from ..losses import DANLandmarkLoss
 from .backbones import create_backbone, feature_channels
-from .dan import DAN
+from .dan import DAN, full_precision
 from .registry import config_fields, register_model
 
 __all__ = ["DANLandmarks", "DANLandmarksOutput", "SharedFC"]
@@ -170,10 +170,11 @@ class DANLandmarks(DAN):
                                  f"and {x_landmarks.shape[0]}")
         # emotion branch (DAN)
         f, heads, attention = self.attend(x)               # (B, 512, h, w), (B, k, 512), (B, k, h, w)
-        if self.log_softmax_heads and self.num_heads > 1:
-            heads = heads.log_softmax(dim=1)
-        e = self.shared(heads.sum(dim=1))                  # (B, 512) -> (B, 128)
-        logits = self.emotion_bn(self.emotion_fc(e))       # (B, C)
+        with full_precision(x):                            # as DAN's fusion (see dan.full_precision)
+            if self.log_softmax_heads and self.num_heads > 1:
+                heads = heads.log_softmax(dim=1)
+            e = self.shared(heads.sum(dim=1))              # (B, 512) -> (B, 128)
+            logits = self.emotion_bn(self.emotion_fc(e))   # (B, C)
         # appearance branch
         a = self.appearance(x_landmarks)                   # (B, 2048, 7, 7) ResNet-50 at 224; (B, 512, 4, 4) R18 at 112
         a = self.appearance_proj(self.appearance_pool(a))  # (B, c, 1, 1) -> (B, 512, 1, 1)
