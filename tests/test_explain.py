@@ -217,7 +217,7 @@ def test_a_trained_dan_points_at_the_au_regions_and_an_untrained_one_does_not(sm
     one that does."""
     dan = json.loads((small_10 / "run" / "summary.json").read_text())["dan"]
     assert dan["how"].startswith("trained here") and dan["faces"] >= 80
-    assert dan["trained"] > dan["untrained"] + 0.1, dan              # seen: 1.14 vs 0.99
+    assert dan["trained"] > dan["untrained"] + 0.1, dan              # at 1,500 x 3: 1.03 vs 0.99 here
     gap = dan["gaps"]["trunk"]["gap"]
     assert gap["low"] <= gap["gain"] <= gap["high"], gap
 
