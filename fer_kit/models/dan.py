@@ -53,9 +53,10 @@ def full_precision(x: torch.Tensor):
     heads leaves values near -ln k whose face-to-face variation is a few hundredths, below bf16's step
     there (2^-7 at ln 4 = 1.4; 2^-5 at 4 ln 4 = 5.5, the sum over four heads), and BatchNorm then scales
     that variation up to unit variance. Measured at initialisation (112 px, batch 32, train mode): bf16
-    moved DAN's logits by 0.124 rms (sd 1.0), a plain ResNet-18 classifier's by 0.8% of theirs; with the attention products, channel attention and
-    fusion in fp32 and every convolution still in bf16, by 0.033. CUDA autocast already keeps log_softmax
-    in fp32; CPU autocast does not. Outside autocast (and on devices without it, such as "meta"): nothing."""
+    moved DAN's logits by 0.124 rms (sd 1.0), a plain ResNet-18 classifier's by 0.8% of theirs; with the
+    attention products, channel attention and fusion in fp32 and every convolution still in bf16, by
+    0.033. CUDA autocast already keeps log_softmax in fp32; CPU autocast does not. Outside autocast (and
+    on devices without it, such as "meta"): nothing."""
     kind = x.device.type
     if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
         return torch.autocast(kind, enabled=False)
