@@ -34,9 +34,9 @@ def initial_weights(cfg, path: Path, nudge: bool) -> str:
     each parameter moved one float up if `nudge`, saved as a checkpoint for `init_from`."""
     seed_everything(cfg.seed)
     model = train.build_model(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if nudge:
+    if nudge:
+        with torch.no_grad():
+            for p in model.parameters():
                 p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
     save_checkpoint({"model": model.state_dict()}, path)
     return str(path)
