@@ -8,6 +8,11 @@ of faces is augmented image by image (what the loader does with augment_on="imag
 (augment_on="batch", on this CPU; a GPU runs the same code on its own device). Each timing is the best
 of `repeats`, the two paths interleaved, so both see the same machine. Prints faces per second for each
 path and their ratio.
+
+Also timed per size: the least any batched path must do, stack the uint8 faces and write them into a new
+float batch (`torch.stack(...).float()`), with no augmentation at all. Its rate over a recipe's per-image
+rate is the ceiling of that recipe's ratio on this machine: on a CPU a new batch of 128 faces at 224 px
+(77 MB) is fresh memory from the allocator, whose page faults every batch pays.
 """
 import sys
 import time
@@ -36,6 +41,7 @@ def main(batch_size: int = 128, repeats: int = 3) -> None:
         faces = render_faces(batch_size, size=size, seed=0)
         x = torch.from_numpy(faces["images"]).permute(0, 3, 1, 2).contiguous()      # (B, 3, size, size) uint8
         pts = torch.as_tensor(faces["landmarks"], dtype=torch.float32)            # (B, 68, 2) pixel centres
+        floor = lambda: torch.stack([x[i] for i in range(batch_size)]).float()      # no augmentation at all
         for recipe, with_landmarks in (("paper_e", True), ("dan_laptop", False), ("dan", False)):
             t = train_transform(recipe, size)
             batched = BatchAugment(t)
@@ -50,12 +56,13 @@ def main(batch_size: int = 128, repeats: int = 3) -> None:
                 per_face = lambda: [t(x[i]) for i in range(batch_size)]
                 per_image = lambda: torch.stack(per_face())
                 per_batch = lambda: batched(torch.stack(faces_of()))
-            per_face(), per_image(), per_batch()                                 # warm-up
-            times = best_of({"face": per_face, "image": per_image, "batch": per_batch}, repeats)
+            per_face(), per_image(), per_batch(), floor()                        # warm-up
+            times = best_of({"face": per_face, "image": per_image, "batch": per_batch, "floor": floor}, repeats)
             print(f"{recipe:>10} at {size} px{' + landmarks' if with_landmarks else '':12}: per face "
                   f"{batch_size / times['face']:6,.0f}/s, + collate {batch_size / times['image']:6,.0f}/s, "
                   f"batched {batch_size / times['batch']:6,.0f}/s: {times['image'] / times['batch']:4.1f}x "
-                  f"(vs per face alone {times['face'] / times['batch']:4.1f}x)")
+                  f"(vs per face alone {times['face'] / times['batch']:4.1f}x); stack + new float batch "
+                  f"{batch_size / times['floor']:6,.0f}/s: ceiling {times['image'] / times['floor']:4.1f}x")
 
 if __name__ == "__main__":
     main(*(int(a) for a in sys.argv[1:3]))

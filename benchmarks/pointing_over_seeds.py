@@ -1,0 +1,61 @@
+"""Is one run's pointing score its recipe's? Grad-CAM pointing of several trained runs against their untrained twins.
+
+    python benchmarks/pointing_over_seeds.py [RUN_DIR ...] [--layers trunk layer3] [--faces 120]
+
+Notebook 10 scores one run, notebook 04's committed default (seed 0). This script scores any number of
+run folders of one recipe, by default the DAN runs that `python -m fer_kit.study 04_train_dan --seeds 3`
+leaves in runs/study/04_train_dan/seed*/runs/04_train_dan (seeds 0-2: new faces, initialisation and
+sampling each). For each run and layer: the mean Grad-CAM pointing score of the true class over its own
+validation faces, trained and at the same seed's random initialisation, each with a 95% interval over
+videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and how many runs meet issue
+12's bars (trained >= 1.5, untrained < 1.2).
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fer_kit import explain
+from fer_kit.paths import output_dir, shown
+
+
+def score_run(run_dir: Path, layers: list[str], n_faces: int) -> list[dict]:
+    model, cfg = explain.load_run(run_dir)
+    faces = explain.load_faces(cfg, n_faces, seed=0)
+    scores = pd.concat([explain.pointing_scores(net, faces, ["gradcam"], layers=layers).assign(state=state)
+                        for state, net in (("trained", model), ("untrained", explain.untrained_model(cfg)))])
+    scores = scores.assign(model="dan", method="Grad-CAM")
+    return [{"run": str(run_dir), "seed": cfg.seed, **explain.pointing_gap(scores, faces, layer)} for layer in layers]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="*", help="run folders (default: the 04 seed study's DAN runs)")
+    p.add_argument("--layers", nargs="+", default=["trunk", "layer3"])
+    p.add_argument("--faces", type=int, default=120)
+    args = p.parse_args()
+    runs = [Path(r) for r in args.runs] or sorted(output_dir().glob("runs/study/04_train_dan/seed*/runs/04_train_dan"))
+    if not runs:
+        raise SystemExit("no run folders given and none from the 04 study here: run "
+                         "`python -m fer_kit.study 04_train_dan --seeds 3 -p compare True` first, or pass run folders")
+    rows = []
+    for run in runs:
+        for r in score_run(run, args.layers, args.faces):
+            g = r["gap"]
+            print(f"seed {r['seed']}, {r['layer']:6s}: trained {r['trained']:.2f} [{r['trained_low']:.2f}, "
+                  f"{r['trained_high']:.2f}], untrained {r['untrained']:.2f} [{r['untrained_low']:.2f}, "
+                  f"{r['untrained_high']:.2f}], gap {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] "
+                  f"({g['verdict']}; {r['faces']} faces, {r['videos']} videos; {shown(run)})", flush=True)
+            rows.append({"layer": r["layer"], "trained": r["trained"], "untrained": r["untrained"],
+                         "gap": g["gain"], "beyond": g["verdict"] == "better"})
+    df = pd.DataFrame(rows)
+    for layer, d in df.groupby("layer", sort=False):
+        bars = int(((d.trained >= 1.5) & (d.untrained < 1.2)).sum())
+        print(f"{layer}: over {len(d)} runs trained {d.trained.mean():.2f} (sd {d.trained.std(ddof=1) if len(d) > 1 else np.nan:.2f}), "
+              f"untrained {d.untrained.mean():.2f} (sd {d.untrained.std(ddof=1) if len(d) > 1 else np.nan:.2f}); "
+              f"gap beyond its own interval in {int(d.beyond.sum())} of {len(d)}; both bars (>= 1.5, < 1.2) met in {bars}")
+
+
+if __name__ == "__main__":
+    main()
