@@ -48,9 +48,9 @@ def main():
     def one_pass():
         return ensemble.predict_members(members, val, batch_size=128).logits
 
-    cpu = torch.device("cpu")
-    batches = [x for x, _ in device_batches(val, 128, cpu)]                # read and normalised once, kept
-    policies = [resolve_precision(m.config.precision, cpu, m.model) for m in members]
+    device = torch.device("cpu")
+    batches = [x for x, _ in device_batches(val, 128, device)]             # read and normalised once, kept
+    policies = [resolve_precision(m.config.precision, device, m.model) for m in members]
 
     @torch.inference_mode()
     def forwards_only():

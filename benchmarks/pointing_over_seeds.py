@@ -13,7 +13,6 @@ videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fer_kit import explain
@@ -26,7 +25,7 @@ def score_run(run_dir: Path, layers: list[str], n_faces: int) -> list[dict]:
     scores = pd.concat([explain.pointing_scores(net, faces, ["gradcam"], layers=layers).assign(state=state)
                         for state, net in (("trained", model), ("untrained", explain.untrained_model(cfg)))])
     scores = scores.assign(model="dan", method="Grad-CAM")
-    return [{"run": str(run_dir), "seed": cfg.seed, **explain.pointing_gap(scores, faces, layer)} for layer in layers]
+    return [{"seed": cfg.seed, **explain.pointing_gap(scores, faces, layer)} for layer in layers]
 
 
 def main():
@@ -48,12 +47,12 @@ def main():
                   f"{r['untrained_high']:.2f}], gap {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] "
                   f"({g['verdict']}; {r['faces']} faces, {r['videos']} videos; {shown(run)})", flush=True)
             rows.append({"layer": r["layer"], "trained": r["trained"], "untrained": r["untrained"],
-                         "gap": g["gain"], "beyond": g["verdict"] == "better"})
+                         "beyond": g["verdict"] == "better"})
     df = pd.DataFrame(rows)
     for layer, d in df.groupby("layer", sort=False):
         bars = int(((d.trained >= 1.5) & (d.untrained < 1.2)).sum())
-        print(f"{layer}: over {len(d)} runs trained {d.trained.mean():.2f} (sd {d.trained.std(ddof=1) if len(d) > 1 else np.nan:.2f}), "
-              f"untrained {d.untrained.mean():.2f} (sd {d.untrained.std(ddof=1) if len(d) > 1 else np.nan:.2f}); "
+        print(f"{layer}: over {len(d)} runs trained {d.trained.mean():.2f} (sd {d.trained.std():.2f}), "
+              f"untrained {d.untrained.mean():.2f} (sd {d.untrained.std():.2f}); "
               f"gap beyond its own interval in {int(d.beyond.sum())} of {len(d)}; both bars (>= 1.5, < 1.2) met in {bars}")
 
 
