@@ -3,20 +3,20 @@
     python benchmarks/pointing_over_seeds.py [RUN_DIR ...] [--layers trunk layer3] [--faces 120]
 
 Notebook 10 scores one run, notebook 04's committed default (seed 0). This script scores any number of
-run folders of one recipe, by default the DAN runs that `python -m fer_kit.study 04_train_dan --seeds 3`
-leaves in runs/study/04_train_dan/seed*/runs/04_train_dan (seeds 0-2: new faces, initialisation and
-sampling each). For each run and layer: the mean Grad-CAM pointing score of the true class over its own
+run folders of one recipe, by default the DAN runs that `python -m fer_kit.study 04_train_dan --seeds 3
+-p compare True` leaves in runs/study/04_train_dan--compare-True/seed*/runs/04_train_dan (seeds 0-2: new
+faces, initialisation and sampling each). For each run and layer: the mean Grad-CAM pointing score of the true class over its own
 validation faces, trained and at the same seed's random initialisation, each with a 95% interval over
-videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and how many runs meet issue
-12's bars (trained >= 1.5, untrained < 1.2).
+videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and how many runs meet the
+bars notebook 10 prints (`explain.POINTING_BAR` trained, `explain.UNTRAINED_BAR` untrained).
 """
 import argparse
 from pathlib import Path
 
 import pandas as pd
 
-from fer_kit import explain
-from fer_kit.paths import output_dir, shown
+from fer_kit import explain, study
+from fer_kit.paths import shown
 
 
 def score_run(run_dir: Path, layers: list[str], n_faces: int) -> list[dict]:
@@ -34,7 +34,7 @@ def main():
     p.add_argument("--layers", nargs="+", default=["trunk", "layer3"])
     p.add_argument("--faces", type=int, default=120)
     args = p.parse_args()
-    runs = [Path(r) for r in args.runs] or sorted(output_dir().glob("runs/study/04_train_dan/seed*/runs/04_train_dan"))
+    runs = [Path(r) for r in args.runs] or sorted(study.study_path("04", {"compare": True}).with_suffix("").glob("seed*/runs/04_train_dan"))
     if not runs:
         raise SystemExit("no run folders given and none from the 04 study here: run "
                          "`python -m fer_kit.study 04_train_dan --seeds 3 -p compare True` first, or pass run folders")
@@ -50,10 +50,11 @@ def main():
                          "beyond": g["verdict"] == "better"})
     df = pd.DataFrame(rows)
     for layer, d in df.groupby("layer", sort=False):
-        bars = int(((d.trained >= 1.5) & (d.untrained < 1.2)).sum())
+        bars = int(((d.trained >= explain.POINTING_BAR) & (d.untrained < explain.UNTRAINED_BAR)).sum())
         print(f"{layer}: over {len(d)} runs trained {d.trained.mean():.2f} (sd {d.trained.std():.2f}), "
               f"untrained {d.untrained.mean():.2f} (sd {d.untrained.std():.2f}); "
-              f"gap beyond its own interval in {int(d.beyond.sum())} of {len(d)}; both bars (>= 1.5, < 1.2) met in {bars}")
+              f"gap beyond its own interval in {int(d.beyond.sum())} of {len(d)}; "
+              f"both bars (>= {explain.POINTING_BAR}, < {explain.UNTRAINED_BAR}) met in {bars}")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,7 @@ class TrainConfig(FromParams):
     backbone: str | None = None       # timm trunk; None = the preset's, else resnet18 (DAN); resnet50 = paper A
     landmark_backbone: str | None = None  # paper E: appearance-branch trunk; None = the preset's, else resnet50
     variant: str = "combine"          # paper B: combine (paper), only_att, only_trans (the code's yaml), no_att_trans
+    position_bias: int = 0            # paper B: 0 (its attention is blind to frame order); k: learn a bias per frame distance up to k (kit diagnostic)
     num_heads: int | None = None      # attention heads; None = the preset's (DAN 4, DDAMFN 2)
     log_softmax_heads: bool | None = None  # DAN's heads log-softmaxed across heads before summing; None = the model's
                                       # own (DAN and paper A: True; paper E's code: False)
@@ -347,6 +348,11 @@ class TrainConfig(FromParams):
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (BatchNorm needs two samples); got {self.batch_size}")
         check_names([self.variant], REGNET_VARIANTS, "variant")
+        if self.position_bias and "position_bias" not in takes:
+            raise ValueError(f"position_bias is an option of paper B's attention over time (regnet_transformer); "
+                             f"model={self.model!r} has none: leave it 0")
+        if self.position_bias < 0:
+            raise ValueError(f"position_bias is a number of frames (0 = off, as paper B); got {self.position_bias}")
         check_names([self.exist], EXIST, "exist")
         if not 0 <= self.init_min_share <= 1:
             raise ValueError(f"init_min_share must be in [0, 1]; got {self.init_min_share}")

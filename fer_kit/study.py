@@ -4,10 +4,11 @@
     python -m fer_kit.study 04 --seeds 3 -p epochs 2
 
 Each seed regenerates the synthetic faces (other people, other videos), the initialisation and the
-sampling, runs the notebook by papermill into runs/study/<notebook>/seed<k>/, and collects the
-comparisons it recorded (`fer_kit.compare.save`). The table gives, per comparison, each arm's mean and
-spread (standard deviation over seeds) on the test split and the gain's; an idea "wins beyond the seed
-spread" when its gain is positive on every seed and its mean exceeds the gain's spread.
+sampling, runs the notebook by papermill into runs/study/<notebook>/seed<k>/ (with parameters, into a
+folder that also names them), and collects the comparisons it recorded (`fer_kit.compare.save`). The
+table gives, per comparison, each arm's mean and spread (standard deviation over seeds) on the test split
+and the gain's; an idea "wins beyond the seed spread" when its gain is positive on every seed and its mean
+exceeds the gain's spread.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def run_seeds(notebook: str, seeds: list[int], parameters: dict | None = None,
     refresh=True runs seed 0 as the notebook's default run instead (its runs and figures in the
     project, its outputs saved over the notebook): the committed outputs are then one of the seeds."""
     name = notebook_path(notebook).stem
-    root = Path(root) if root is not None else output_dir() / "runs" / "study" / name
+    root = Path(root) if root is not None else study_path(notebook, parameters).with_suffix("")
     if refresh and parameters:
         raise ValueError("refresh rewrites the notebook's committed outputs, which must be its default run: "
                          f"drop the parameters {sorted(parameters)} or drop refresh")
@@ -74,10 +75,20 @@ def summarise(found: dict[int, dict[str, dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("comparison")
 
 
+def study_path(notebook: str, parameters: dict | None = None) -> Path:
+    """runs/study/<notebook>.json for the defaults; a study with parameters gets its own name
+    (<notebook>--epochs-4_n_frames-4000.json, its seeds' folders beside it), so it never replaces the
+    default study that the notebook shows."""
+    name = notebook_path(notebook).stem
+    if parameters:
+        name += "--" + "_".join(f"{k}-{v}" for k, v in sorted(parameters.items())).replace("/", "-").replace(",", "+")
+    return output_dir() / "runs" / "study" / f"{name}.json"
+
+
 def saved(notebook: str) -> pd.DataFrame | None:
-    """The last seed study of a notebook (runs/study/<notebook>.json), or None if it was never run here:
-    a notebook shows it beside its own single-seed result."""
-    path = output_dir() / "runs" / "study" / f"{notebook_path(notebook).stem}.json"
+    """The last seed study of a notebook at its defaults (runs/study/<notebook>.json), or None if it was
+    never run here: a notebook shows it beside its own single-seed result."""
+    path = study_path(notebook)
     if not path.exists():
         return None
     found = json.loads(path.read_text())
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = summarise(found)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).T.to_string())
-    path = output_dir() / "runs" / "study" / f"{notebook_path(args.notebook).stem}.json"
+    path = study_path(args.notebook, params)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"parameters": params, "per_seed": {str(k): v for k, v in found.items()},
                                 "summary": json.loads(table.to_json(orient="index"))}, indent=1))

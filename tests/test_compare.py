@@ -64,6 +64,11 @@ def test_comparisons_are_saved_and_the_study_reads_their_spread(tmp_path, monkey
     assert back.attrs["parameters"] == {"compare": True}
     assert study.verdict(back).startswith("c: idea 0.503 (sd 0.015) vs base 0.403") and "idea wins beyond" in study.verdict(back)
     assert "does not win" in study.verdict(mixed)
+    # a study at other parameters is kept apart: it never replaces the one the notebook shows
+    other = study.study_path("04", {"epochs": 8, "segment_frames": "16,40"})
+    assert other.name == "04_train_dan--epochs-8_segment_frames-16+40.json" and other.parent == path.parent
+    other.write_text(json.dumps({"parameters": {"epochs": 8}, "summary": json.loads(mixed.to_json(orient="index"))}))
+    assert study.saved("04").attrs["parameters"] == {"compare": True}
 
 
 def test_tidy_keeps_one_finished_progress_bar(tmp_path):

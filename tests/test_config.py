@@ -65,3 +65,16 @@ def test_log_softmax_heads_reaches_dan_and_is_refused_elsewhere():
     assert build_model(TrainConfig(model="test_dan_landmarks", num_classes=6)).log_softmax_heads is False  # paper E's code
     with pytest.raises(ValueError, match="log_softmax_heads is an option of DAN's heads"):
         TrainConfig(model="scan_cci", log_softmax_heads=False)
+
+
+def test_position_bias_reaches_paper_b_s_clip_models_and_is_refused_elsewhere():
+    from fer_kit.config import ClipConfig
+    from fer_kit.train import build_model
+
+    cfg = ClipConfig(position_bias=8, backbone="regnety_002")
+    assert build_model(cfg.clip_config("combine")).att.rel_bias.shape == (2, 17)
+    assert build_model(ClipConfig(backbone="regnety_002").clip_config("combine")).att.rel_bias is None   # the paper's
+    with pytest.raises(ValueError, match="position_bias is an option of paper B's attention"):
+        TrainConfig(model="dan", position_bias=4)
+    with pytest.raises(ValueError, match="number of frames"):
+        ClipConfig(position_bias=-2)

@@ -76,6 +76,31 @@ def test_attention_matches_scaled_dot_product():
     assert torch.allclose(att(x), ref, atol=1e-5)
 
 
+def test_position_bias_starts_as_the_paper_and_can_make_attention_local():
+    """position_bias (a kit diagnostic) adds one learned logit per head and frame distance: at zero it is
+    paper B's attention exactly; a large bias at distance 0 makes each frame attend to itself only."""
+    torch.manual_seed(0)
+    paper, timed = rt.MultiHeadAttention(888, 2, 64), rt.MultiHeadAttention(888, 2, 64, position_bias=3)
+    timed.load_state_dict(paper.state_dict(), strict=False)
+    assert timed.rel_bias.shape == (2, 7) and sum(p.numel() for p in timed.parameters()) == 455_544 + 14
+    x = torch.randn(2, 10, 888)                        # clips longer than 2 * 3 + 1: distances beyond 3 share a bias
+    assert torch.allclose(timed(x), paper(x), atol=1e-6)
+    with torch.no_grad():
+        timed.rel_bias[:, 3] = 1e4                     # distance 0
+    own = timed.to_out(timed.to_qkv(x).view(2, 10, 3, 2, 64)[:, :, 2].reshape(2, 10, 128))   # each frame's own v
+    assert torch.allclose(timed(x), own, atol=1e-5)
+    m = create_model("regnet_transformer", backbone="regnety_002", position_bias=4)
+    assert m.att.rel_bias.shape == m.trans.layers[0][0].fn.rel_bias.shape == (2, 9)
+    assert m(torch.randn(1, 12, 3, 64, 64)).logits.shape == (1, 12, 8)
+    with torch.no_grad():
+        m.att.rel_bias[0, 4 + 1] = 1.0                 # head 0, one frame later: half of distance 1 for one head of 2
+    learned = m.position_bias_by_distance()
+    assert learned["attention"] == [0.0, 0.25, 0.0, 0.0, 0.0] and learned["encoder"] == [0.0] * 5
+    assert create_model("regnet_transformer", backbone="regnety_002").position_bias_by_distance() == {}
+    with pytest.raises(ValueError, match="position_bias"):
+        create_model("regnet_transformer", position_bias=-1)
+
+
 def test_bad_inputs_and_arguments():
     m = create_model("regnet_transformer", variant="only_att")
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):

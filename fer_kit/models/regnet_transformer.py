@@ -77,11 +77,17 @@ class MultiHeadAttention(nn.Module):
     888 -> 384 -> three (B, 2, T, 64) -> (B, T, 128) -> 888; 455,544 parameters.
     """
 
-    def __init__(self, dim: int = 888, heads: int = 2, dim_head: int = 64, dropout: float = 0.0):
+    def __init__(self, dim: int = 888, heads: int = 2, dim_head: int = 64, dropout: float = 0.0,
+                 position_bias: int = 0):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head, self.scale = heads, dim_head, dim_head ** -0.5
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        # not in paper B (its attention cannot tell a neighbour from a frame 60 frames away): with
+        # position_bias = k, a learned bias per head and frame distance -k..k (farther = k) added to the
+        # attention logits, as T5's and Swin's relative position bias; zeros at first, so it starts as the paper
+        self.position_bias = position_bias
+        self.rel_bias = nn.Parameter(torch.zeros(heads, 2 * position_bias + 1)) if position_bias else None
         self.attend = nn.Softmax(dim=-1)
         self.drop = nn.Dropout(dropout)
         # vit-pytorch skips the output projection only when it would be the identity's shape
@@ -92,7 +98,12 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape                                                   # (B, T, 888)
         qkv = self.to_qkv(x).view(b, t, 3, self.heads, self.dim_head)      # (B, T, 3, 2, 64)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)                               # each (B, 2, T, 64)
-        attn = self.attend(q @ k.transpose(-2, -1) * self.scale)           # (B, 2, T, T), rows sum to 1
+        logits = q @ k.transpose(-2, -1) * self.scale                      # (B, 2, T, T)
+        if self.rel_bias is not None:
+            steps = torch.arange(t, device=x.device)
+            distance = (steps[None, :] - steps[:, None]).clamp(-self.position_bias, self.position_bias)
+            logits = logits + self.rel_bias[:, distance + self.position_bias].to(logits.dtype)   # (2, T, T)
+        attn = self.attend(logits)                                         # (B, 2, T, T), rows sum to 1
         out = self.drop(attn) @ v                                          # (B, 2, T, 64)
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head)  # (B, T, 128)
         return self.to_out(out)                                            # (B, T, 888)
@@ -125,10 +136,10 @@ class TransformerEncoder(nn.Module):
     """
 
     def __init__(self, dim: int = 888, depth: int = 1, heads: int = 2, dim_head: int = 64, mlp_dim: int = 512,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, position_bias: int = 0):
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.ModuleList([PreNorm(dim, MultiHeadAttention(dim, heads, dim_head, dropout)),
+            nn.ModuleList([PreNorm(dim, MultiHeadAttention(dim, heads, dim_head, dropout, position_bias)),
                            PreNorm(dim, FeedForward(dim, mlp_dim, dropout))])
             for _ in range(depth))
 
@@ -154,12 +165,15 @@ class RegNetTransformer(nn.Module):
         attn_drop_rate: dropout inside attention and encoder (0 in the paper's Table 1).
         freeze_early: freeze the trunk's stem and first stage as the published config does (off: the paper
             does not mention freezing).
+        position_bias: 0 as the paper (attention blind to frame order); k > 0 lets the attention and the
+            encoder learn a bias per head and frame distance up to k (a kit diagnostic, in neither paper nor
+            code: does a frame find its neighbours once the attention knows which frames they are?).
     """
 
     def __init__(self, num_classes: int = 8, variant: str = "combine", backbone: str = "regnety_016",
                  pretrained: bool = False, checkpoint_path: str | None = None, drop_rate: float = 0.5,
                  heads: int = 2, dim_head: int = 64, depth: int = 1, mlp_dim: int = 512,
-                 attn_drop_rate: float = 0.0, freeze_early: bool = False):
+                 attn_drop_rate: float = 0.0, freeze_early: bool = False, position_bias: int = 0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
@@ -169,8 +183,11 @@ class RegNetTransformer(nn.Module):
         # the code's BACKBONE_FREEZE lists the blocks that stay trainable (block2-4): stem + block1 freeze
         self.freeze_features(False)
         branches = VARIANTS[variant]
-        self.att = MultiHeadAttention(dim, heads, dim_head, attn_drop_rate) if "att" in branches else None
-        self.trans = (TransformerEncoder(dim, depth, heads, dim_head, mlp_dim, attn_drop_rate)
+        if position_bias < 0:
+            raise ValueError(f"position_bias is a number of frames (0 = off, as the paper); got {position_bias}")
+        self.att = (MultiHeadAttention(dim, heads, dim_head, attn_drop_rate, position_bias)
+                    if "att" in branches else None)
+        self.trans = (TransformerEncoder(dim, depth, heads, dim_head, mlp_dim, attn_drop_rate, position_bias)
                       if "trans" in branches else None)
         self.out_dim = dim * (1 + len(branches))                          # 2664 for "combine"
         self.drop = nn.Dropout(drop_rate)
@@ -186,6 +203,17 @@ class RegNetTransformer(nn.Module):
         for name, p in self.backbone.named_parameters():
             early = name.startswith(("stem.", "s1."))
             p.requires_grad_(not frozen and not (self.freeze_early and early))
+
+    def position_bias_by_distance(self) -> dict[str, list[float]]:
+        """With position_bias: what each attention learned to add per frame distance 0..k (mean of the heads
+        and of the two directions); positive favours frames at that distance. Empty for the paper's model."""
+        found = {"attention": self.att, "encoder": self.trans.layers[0][0].fn if self.trans is not None else None}
+        out = {}
+        for name, att in found.items():
+            if att is not None and att.rel_bias is not None:
+                b, k = att.rel_bias.detach().float(), att.position_bias
+                out[name] = ((b[:, k:] + b[:, :k + 1].flip(1)) / 2).mean(0).tolist()   # distance 0..k
+        return out
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 888): trunk then global average pooling (torchvision's avgpool + flatten)."""
@@ -215,8 +243,8 @@ class RegNetTransformer(nn.Module):
 
 # what training needs of it (fer_kit.train.recipe): the variant picks the concatenated branches; paper B's
 # focal loss on every (non-padding) frame
-@register_model(model_cls=RegNetTransformer, config_args=config_fields("num_classes", "variant", "backbone", "pretrained"),
-                clips=True,
+@register_model(model_cls=RegNetTransformer, clips=True,
+                config_args=config_fields("num_classes", "variant", "backbone", "pretrained", "position_bias"),
                 loss=lambda cfg, class_counts=None: SequenceFocalLoss(gamma=cfg.focal_gamma))
 def regnet_transformer(**kwargs) -> RegNetTransformer:
     """Paper B: RegNetY-1.6GF per frame + attention + transformer over time, "combine" variant."""
