@@ -5,10 +5,11 @@
 Notebook 10 scores one run, notebook 04's committed default (seed 0). This script scores any number of
 run folders of one recipe, by default the DAN runs that `python -m fer_kit.study 04_train_dan --seeds 3
 -p compare True` leaves in runs/study/04_train_dan--compare-True/seed*/runs/04_train_dan (seeds 0-2: new
-faces, initialisation and sampling each). For each run and layer: the mean Grad-CAM pointing score of the true class over its own
-validation faces, trained and at the same seed's random initialisation, each with a 95% interval over
-videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and how many runs meet the
-bars notebook 10 prints (`explain.POINTING_BAR` trained, `explain.UNTRAINED_BAR` untrained).
+faces, initialisation and sampling each). For each run and layer: the mean Grad-CAM pointing score of the
+true class over its own validation faces, trained and at the same seed's random initialisation, each with
+a 95% interval over videos, and the paired gap (`explain.pointing_gap`); then the mean over runs and how
+many runs meet the bars notebook 10 prints (`explain.POINTING_BAR` trained, `explain.UNTRAINED_BAR`
+untrained).
 """
 import argparse
 from pathlib import Path
@@ -34,7 +35,8 @@ def main():
     p.add_argument("--layers", nargs="+", default=["trunk", "layer3"])
     p.add_argument("--faces", type=int, default=120)
     args = p.parse_args()
-    runs = [Path(r) for r in args.runs] or sorted(study.study_path("04", {"compare": True}).with_suffix("").glob("seed*/runs/04_train_dan"))
+    study_dir = study.study_path("04", {"compare": True}).with_suffix("")
+    runs = [Path(r) for r in args.runs] or sorted(study_dir.glob("seed*/runs/04_train_dan"))
     if not runs:
         raise SystemExit("no run folders given and none from the 04 study here: run "
                          "`python -m fer_kit.study 04_train_dan --seeds 3 -p compare True` first, or pass run folders")

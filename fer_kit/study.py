@@ -81,7 +81,8 @@ def study_path(notebook: str, parameters: dict | None = None) -> Path:
     default study that the notebook shows."""
     name = notebook_path(notebook).stem
     if parameters:
-        name += "--" + "_".join(f"{k}-{v}" for k, v in sorted(parameters.items())).replace("/", "-").replace(",", "+")
+        tag = "_".join(f"{k}-{v}" for k, v in sorted(parameters.items()))
+        name += "--" + tag.replace("/", "-").replace(",", "+")
     return output_dir() / "runs" / "study" / f"{name}.json"
 
 
