@@ -43,13 +43,9 @@ def main():
     rows = []
     for run in runs:
         for r in score_run(run, args.layers, args.faces):
-            g = r["gap"]
-            print(f"seed {r['seed']}, {r['layer']:6s}: trained {r['trained']:.2f} [{r['trained_low']:.2f}, "
-                  f"{r['trained_high']:.2f}], untrained {r['untrained']:.2f} [{r['untrained_low']:.2f}, "
-                  f"{r['untrained_high']:.2f}], gap {g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}] "
-                  f"({g['verdict']}; {r['faces']} faces, {r['videos']} videos; {shown(run)})", flush=True)
+            print(f"seed {r['seed']} ({shown(run)}): {explain.pointing_sentence(r)}", flush=True)   # notebook 10's words
             rows.append({"layer": r["layer"], "trained": r["trained"], "untrained": r["untrained"],
-                         "beyond": g["verdict"] == "better"})
+                         "beyond": r["gap"]["verdict"] == "better"})
     df = pd.DataFrame(rows)
     for layer, d in df.groupby("layer", sort=False):
         bars = int(((d.trained >= explain.POINTING_BAR) & (d.untrained < explain.UNTRAINED_BAR)).sum())
