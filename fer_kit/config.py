@@ -271,6 +271,8 @@ class TrainConfig(FromParams):
     deterministic: bool | None = None  # deterministic kernels for this run; None = on for CPU runs (seeded runs repeat),
                                       # off on CUDA (cudnn.benchmark); the process's settings come back after the run
     compile: bool = False             # torch.compile the training step's model (a first step that compiles, then faster ones)
+                                      # and, with augment_on "batch", the recipe's colour steps (a first run compiles
+                                      # for minutes on a 2-core CPU; later runs read inductor's cache)
     sync_bn: bool = False             # torchrun runs: BatchNorm over the global batch (SyncBatchNorm on GPUs), not each rank's share
     cache: str = "auto"               # decoded frames: "memory", "disk" (built once, rebuilt when a source file changes),
                                       # "none" (decoded per batch, in loader workers); "auto" = memory up to cache_gb, else disk

@@ -205,16 +205,25 @@ def test_every_recipe_but_paper_a_has_a_batched_twin_and_paper_a_says_what_to_do
         ba.BatchAugment(train_transform("dan_laptop", SIZE))(torch.zeros(3, SIZE, SIZE))
 
 
-def test_training_with_batch_augmentation_runs_and_repeats(tmp_path, tiny_synthetic):
+def test_training_with_batch_augmentation_runs_and_repeats(tmp_path, tiny_synthetic, monkeypatch):
     cfg = lambda name: TrainConfig(n_frames=600, seed=3, image_size=SIZE, batch_size=16, epochs=1, max_batches=3,
                                    progress=False, augment_on="batch", out_dir=str(tmp_path / name))
     data = train.load_expr_data(cfg("a"))
     loaded, augment = train.batch_augmentation(cfg("a"), data, torch.device("cpu"))
     assert augment is not None and loaded.train.transform is None and data.train.transform is not None
     assert loaded.train[0][0].dtype == torch.uint8
+    assert augment.reuse_output and augment.channels_last
     a, b = train.fit(cfg("a"), data), train.fit(cfg("b"), data)
     assert a.history["train_loss"].tolist() == b.history["train_loss"].tolist()
     assert np.isfinite(a.history["train_loss"]).all()
+    # each step writes its batch into the last one's memory: the same run as with a new batch every step
+    fresh = lambda dataset, reuse_output, compile: on_device(dataset, False, compile)
+    on_device = train.data.transform_on_device
+    monkeypatch.setattr(train.data, "transform_on_device", fresh)
+    assert not train.batch_augmentation(cfg("c"), data, torch.device("cpu"))[1].reuse_output
+    c = train.fit(cfg("c"), data)
+    assert c.history["train_loss"].tolist() == a.history["train_loss"].tolist()
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), c.model.state_dict().values()))
     auto = TrainConfig(n_frames=600, image_size=SIZE)
     assert auto.augment_on == "auto" and train.batch_augmentation(auto, data, torch.device("cpu"))[1] is None
 
@@ -238,12 +247,15 @@ def test_a_flip_and_affine_folded_into_one_warp_match_the_steps_one_after_anothe
     assert torch.equal(one, step) and torch.allclose(one_pts, step_pts, atol=1e-4)
     as_uint8, _ = folded.apply(x, pts, draws)
     assert as_uint8.dtype == torch.uint8 and torch.equal(as_uint8.float(), one)
-    compose = train_transform("paper_e", SIZE)
-    torch.manual_seed(6)
-    from_uint8 = ba.BatchAugment(compose)(x, pts)
-    torch.manual_seed(6)
-    from_float = ba.BatchAugment(compose)(x.float() / 255, pts)
-    assert torch.allclose(from_uint8[0], from_float[0], atol=1e-4) and torch.equal(from_uint8[1], from_float[1])
+    # uint8 and float faces make the same batch; colour jitter hands uint8 faces back as uint8, rounded once
+    half_level = 0.5 / 255 / min(ba.IMAGENET_STD) + 1e-5
+    for recipe, atol in (("dan_laptop", 1e-5), ("paper_e", half_level)):
+        compose = train_transform(recipe, SIZE)
+        torch.manual_seed(6)
+        from_uint8 = ba.BatchAugment(compose)(x, pts)
+        torch.manual_seed(6)
+        from_float = ba.BatchAugment(compose)(x.float() / 255, pts)
+        assert torch.allclose(from_uint8[0], from_float[0], atol=atol) and torch.equal(from_uint8[1], from_float[1])
 
 
 def test_the_loop_moves_lsd_landmarks_in_their_own_coordinates_and_trains_clips(tmp_path, tiny_synthetic):
@@ -265,3 +277,43 @@ def test_the_loop_moves_lsd_landmarks_in_their_own_coordinates_and_trains_clips(
     loaded, augment = train.batch_augmentation(cfg, data, torch.device("cpu"))
     assert augment is not None and loaded.train.frames.transform is None and loaded.train[0][0].shape == (4, 3, 32, 32)
     assert np.isfinite(train.fit(cfg, data).history["train_loss"]).all()
+
+
+def test_a_reused_output_is_the_fresh_batch_written_in_place_channels_last():
+    compose = train_transform("dan_laptop", SIZE)
+    x = torch.randint(0, 256, (10, 3, SIZE, SIZE), dtype=torch.uint8)
+    kept, fresh = ba.BatchAugment(compose, channels_last=True, reuse_output=True), ba.BatchAugment(compose)
+    outputs = []
+    for n in (10, 10, 7):                                   # a shorter last batch takes the first rows
+        torch.manual_seed(n)
+        out, _ = kept(x[:n])
+        torch.manual_seed(n)
+        ref, _ = fresh(x[:n])
+        assert torch.equal(out, ref) and out.is_contiguous(memory_format=torch.channels_last)
+        outputs.append(out)
+    assert outputs[0].data_ptr() == outputs[1].data_ptr() == outputs[2].data_ptr()
+    assert fresh._kept is None
+    # channels-last uint8 input (what a loader may hand over) makes the same batch
+    torch.manual_seed(1)
+    a, _ = fresh(x)
+    torch.manual_seed(1)
+    b, _ = fresh(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(a, b)
+
+
+def test_hue_wrap_is_mod_6_where_the_hue_lands_and_a_group_of_one_is_jittered_alone():
+    v = torch.cat([torch.linspace(-6, 12, 10001)[:-1], torch.tensor([-6.0, -1e-7, 0.0, 5.9999995, 6.0, 11.999])])
+    assert torch.equal(ba._wrap6(v), torch.remainder(v, 6.0))
+    # 6.0 only where -1e-7 + 6 rounds up (as in torch.remainder); a hue of 6 is the hue of 0 in _hue
+    assert ((ba._wrap6(v) >= 0) & (ba._wrap6(v) <= 6)).all()
+    jitter = ba.batched_op(STEPS["jitter"])
+    x = torch.randint(0, 256, (1, 3, SIZE, SIZE), dtype=torch.uint8)
+    torch.manual_seed(8)
+    p = jitter.draw(1, SIZE, SIZE)
+    out, _ = jitter.apply(x, None, p)
+    hue_at = int((p["order"][0] == 3).nonzero())
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, ba._levels(ba._jitter(x, p["order"], p["factors"], hue_at)))
+    compiled = ba.BatchAugment(train_transform("paper_e", SIZE), compile=True)
+    (op,) = [o for o in compiled.before if isinstance(o, ba.Jitter)]
+    assert op.kernel is ba._compiled(ba._jitter) and op.kernel is not ba._jitter

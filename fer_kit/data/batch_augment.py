@@ -14,13 +14,14 @@ reference; tests/test_batch_augment.py checks that every twin draws its paramete
 distribution as torchvision's `make_params`, and that given the same parameters it makes the same image
 (exactly for flips, nearest-neighbour warps and erasing) and moves 68 landmarks the same way.
 
-One difference: the per-image path rounds to uint8 after each colour step (torchvision works on uint8
-there) and the batch path stays in float, so jittered faces differ by a grey level or two on average
-(the same draw, not a different one). A clip (B, T, 3, H, W) gets one draw per clip, as ClipDataset's
-per-image path does.
+One difference: the per-image path truncates to uint8 after each colour step (torchvision works on
+uint8 there) and the batch path computes the four steps in float and rounds once, so jittered faces
+differ by a grey level or two on average (the same draw, not a different one). A clip (B, T, 3, H, W)
+gets one draw per clip, as ClipDataset's per-image path does.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -59,7 +60,7 @@ class Flip:
         rows = p["flip"].nonzero().squeeze(1).to(x.device)
         if len(rows) == 0:
             return x, pts
-        x = x.index_copy(0, rows, x[rows].flip(-1))
+        x = _put_rows(x, rows, x[rows].flip(-1) if x.device.type != "cpu" else [x[r].flip(-1) for r in rows.tolist()])
         if pts is not None:
             pts = pts.index_copy(0, rows, _mirror(pts[rows], x.shape[-1]))
         return x, pts
@@ -77,6 +78,17 @@ def _mirror(pts, width: int):
     if pts.shape[1] == 68:
         return flip_landmarks(pts, width)
     return torch.stack([width - 1 - pts[..., 0], pts[..., 1]], -1)
+
+
+def _put_rows(x, rows, values):
+    """A copy of x with its `rows` replaced by `values` (a batch, or a list of rows): on a CPU a copy and one
+    slice per row, as index_copy moves uint8 faces about 8x slower here; elsewhere one index_copy."""
+    if x.device.type != "cpu":
+        return x.index_copy(0, rows, values if torch.is_tensor(values) else torch.stack(values))
+    x = x.clone()
+    for r, v in zip(rows.tolist(), values):
+        x[r] = v
+    return x
 
 
 def _f32(x) -> dict:
@@ -103,18 +115,14 @@ def _warp(x, pts, lin, shift, mode: str):
     sy = inv[:, 1, 0, None, None] * u + inv[:, 1, 1, None, None] * v[:, None] + (t_inv[:, 1, None, None] + (h - 1) / 2)
     if mode == "nearest":
         # grid_sample's nearest neighbour (round half to even, zeros outside) as a gather, so uint8 faces need
-        # no float copy: the same source pixel for every output pixel
-        ix, iy = torch.round(sx), torch.round(sy)                        # (N, H, W)
-        outside = (ix < 0) | (ix > w - 1) | (iy < 0) | (iy > h - 1)
+        # no float copy: the same source pixel for every output pixel. The source gets a border of zeros and
+        # every coordinate is clamped onto it, so pixels from outside read a zero with no mask to build.
         c = x.shape[1]
-        if x.is_floating_point():   # zero the outside pixels after the gather (a copy of float faces costs more)
-            index = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).long().view(n, 1, h * w)
-            x = x.reshape(n, c, h * w).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
-            x = x.masked_fill_(outside.unsqueeze(1), 0)
-        else:                       # uint8: outside pixels read a zero appended after each face (index h * w)
-            index = (iy * w + ix).masked_fill_(outside, h * w).long().view(n, 1, h * w)
-            source = torch.cat([x.reshape(n, c, h * w), x.new_zeros(n, c, 1)], 2)   # (N, C, H*W + 1)
-            x = source.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+        ix = sx.round_().clamp_(-1, w).add_(1)                          # (N, H, W) columns of the padded source
+        iy = sy.round_().clamp_(-1, h).add_(1)
+        index = iy.mul_(w + 2).add_(ix).long().view(n, 1, h * w)
+        source = F.pad(x, (1, 1, 1, 1)).reshape(n, c, (h + 2) * (w + 2))     # a copy if x is channels-last
+        x = source.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
     else:
         grid = torch.stack([(sx + 0.5) / (w / 2) - 1, (sy + 0.5) / (h / 2) - 1], -1)   # grid_sample's units
         x = F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=False)
@@ -185,6 +193,17 @@ def _gray(x):
     return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)              # torchvision's (ITU-R 601-2) weights
 
 
+def _wrap6(v):
+    """v mod 6 for v in [-6, 12) (|hue factor| <= 0.5 keeps hue x 6 there): one wrap each way."""
+    return torch.where(v < 0, v + 6.0, torch.where(v >= 6.0, v - 6.0, v))
+
+
+def _mod6(v):
+    """Compiled, _wrap6's two selects run 4x faster than torch.remainder's floor division; eager, the one
+    remainder pass beats the selects' four."""
+    return _wrap6(v) if torch.compiler.is_compiling() else torch.remainder(v, 6.0)
+
+
 def _hue(x, factor):
     """Shift hue by `factor` turns per image: torchvision's adjust_hue (RGB -> HSV, shift, back), with
     the sector-free HSV -> RGB form c = V - C clamp(min(k, 4 - k), 0, 1), k = (n + 6 H) mod 6 for
@@ -195,12 +214,46 @@ def _hue(x, factor):
     c = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
     rc, gc, bc = (maxc - r) / c, (maxc - g) / c, (maxc - b) / c
     h6 = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))   # hue x 6
-    h6 = torch.remainder(h6 + 6.0 * factor.view(-1, 1, 1), 6.0)
+    h6 = _mod6(h6 + 6.0 * factor.view(-1, 1, 1))
     out = []
     for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(h6 + n, 6.0)
+        k = _mod6(h6 + n)
         out.append(maxc - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
     return torch.stack(out, 1)
+
+
+def _blend(x, f, to_gray, to_mean):
+    """One linear colour step per image, x f + g (1 - f) clamped to [0, 1], with g = 0 (brightness), the
+    image's mean grey (contrast) or its grey (saturation): torchvision's three blends. f (N,) = 1 leaves
+    an image as it is; to_gray and to_mean (N,) are 0/1 weights picking g."""
+    gray = _gray(x)                                                       # (N, 1, H, W)
+    g = (to_gray.view(-1, 1, 1, 1) * gray + to_mean.view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True))
+    fv = f.view(-1, 1, 1, 1)
+    return (x * fv + g * (1 - fv)).clamp_(0, 1)
+
+
+def _jitter(x, order, factors, hue_at: int | None):
+    """The four colour steps of images that share their hue step's position `hue_at` (None: no hue step),
+    as whole-batch passes with no gather of rows: the three linear steps share one form (`_blend`), so
+    the pass at position k applies whichever linear step each image has there. x (N, 3, H, W) in [0, 1]
+    or uint8 levels, returned in [0, 1]; order (N, 4) as torch.randperm(4) per image; factors (N, 4),
+    NaN = that step is off."""
+    x = x if x.is_floating_point() else x.float() / 255
+    for position in range(4):
+        if position == hue_at:
+            x = _hue(x, factors[:, 3])
+            continue
+        k = order[:, position]
+        f = factors.gather(1, k.unsqueeze(1)).squeeze(1)
+        on = ~torch.isnan(f)
+        x = _blend(x, torch.where(on, f, 1.0), (on & (k == 2)).to(x.dtype), (on & (k == 1)).to(x.dtype))
+    return x
+
+
+def _levels(x):
+    """[0, 1] -> uint8, rounded once (torchvision truncates after each colour step). Its own function:
+    compiled into _jitter's last loop, the rounding made the whole of it 2.4x slower here."""
+    return (x * 255).round_().to(torch.uint8)
 
 
 class Jitter:
@@ -209,6 +262,7 @@ class Jitter:
 
     def __init__(self, brightness, contrast, saturation, hue):
         self.ranges = (brightness, contrast, saturation, hue)
+        self.kernel, self.levels = _jitter, _levels  # or their torch.compile twins (BatchAugment(compile=True))
 
     def draw(self, n, h, w):
         order = torch.argsort(torch.rand(n, 4), dim=1)                   # a uniform permutation per image
@@ -216,29 +270,22 @@ class Jitter:
                                for r in self.ranges], 1)                 # (n, 4); NaN = that step is off
         return {"order": order, "factors": factors}
 
-    @staticmethod
-    def _step(x, k: int, f):
-        fv = f.view(-1, 1, 1, 1)
-        if k == 0:
-            return (x * fv).clamp_(0, 1)
-        if k == 1:
-            mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-            return (x * fv + mean * (1 - fv)).clamp_(0, 1)
-        if k == 2:
-            return (x * fv + _gray(x) * (1 - fv)).clamp_(0, 1)
-        return _hue(x, f)
-
     def apply(self, x, pts, p):
-        order, factors = p["order"].to(x.device), p["factors"].to(x)
-        x = x.clone()
-        for position in range(4):
-            for k in range(4):
-                if self.ranges[k] is None:
-                    continue
-                rows = (order[:, position] == k).nonzero().squeeze(1)
-                if len(rows):
-                    x[rows] = self._step(x[rows], k, factors[rows, k])
-        return x, pts
+        """Images are grouped by where their hue step falls (hue is the one step unlike the others), so each
+        image takes four passes, not the seven that one pass per position before and after hue would take.
+        uint8 faces come back as uint8, so the warp after the jitter gathers a quarter of the bytes."""
+        order, factors = p["order"].to(x.device), p["factors"].to(**_f32(x))
+        back = self.levels if not x.is_floating_point() else (lambda y: y)
+        if self.ranges[3] is None:
+            return back(self.kernel(x, order, factors, None)), pts
+        hue_at = (order == 3).long().argmax(1).tolist()
+        out = torch.empty_like(x)
+        for q in sorted(set(hue_at)):
+            rows = [i for i, at in enumerate(hue_at) if at == q]
+            rows = torch.tensor(rows * 2 if len(rows) == 1 else rows, device=x.device)   # a compiled kernel would
+            # compile again for a group of one (torch.compile specialises size 1): that face goes twice
+            out[rows] = back(self.kernel(x[rows], order[rows], factors[rows], q))
+        return out, pts
 
 
 class Erase:
@@ -300,7 +347,7 @@ class Apply:
         xs, ps = x[rows], None if pts is None else pts[rows]
         for op, q in zip(self.ops, p["inner"]):
             xs, ps = op.apply(xs, ps, _take(q, rows.cpu()))
-        x = x.index_copy(0, rows, xs)
+        x = _put_rows(x, rows, xs)
         return x, pts if pts is None else pts.index_copy(0, rows, ps)
 
 
@@ -380,13 +427,14 @@ class Resize:
 
 
 def _needs_float(op) -> bool:
-    """Colour steps, resizing, erasing and bilinear warps compute in float; flips and nearest-neighbour
-    warps move uint8 pixels as they are."""
+    """Resizing, erasing and bilinear warps compute in float; flips and nearest-neighbour warps move uint8
+    pixels as they are, and colour jitter takes and gives uint8 faces (computing in float inside), so
+    the warp after it gathers a quarter of the bytes."""
     if isinstance(op, Apply):
         return any(map(_needs_float, op.ops))
     if isinstance(op, (Affine, Geometry)):
         return op.mode != "nearest"
-    return not isinstance(op, (Flip, PaddedCrop))
+    return not isinstance(op, (Flip, PaddedCrop, Jitter))
 
 
 def _take(params, rows):
@@ -408,6 +456,19 @@ def _repeat(params, times: int):
 
 
 # --------------------------------------------------------------------------------------- a recipe
+
+def _flat(ops: list) -> list:
+    """Every step, with those inside RandomApply and a folded Geometry."""
+    return [a for op in ops for a in ([op] + (_flat(op.ops) if isinstance(op, (Apply, Geometry)) else []))]
+
+
+@functools.cache
+def _compiled(fn):
+    """fn through torch.compile, once per process; shapes stay dynamic, as chunks and groups vary in size.
+    Only the colour steps gain: some forty elementwise passes per face fused into a few loops (hue 4x
+    faster here, the whole jitter about 2x); the warp's gather and the normalising ran slower compiled."""
+    return torch.compile(fn, dynamic=True)
+
 
 def batched_op(t: v2.Transform):
     """The batched twin of one v2 step of a recipe (None for ToDtype and Normalize: the pipeline's own)."""
@@ -440,14 +501,28 @@ class BatchAugment:
     `aug(x, landmarks)`: x (B, 3, H, W) or clips (B, T, 3, H, W), uint8 or float in [0, 1], on any
     device; landmarks (B, K, 2) pixel-centre or None. Returns the normalised float batch and the moved
     landmarks. Random draws come from torch's global CPU generator, so a seeded run repeats on any device.
+
+    `channels_last`: a (B, 3, H, W) batch is written in channels-last memory, as the models take it,
+    instead of being copied there afterwards. `reuse_output`: on a CPU every call writes into the same
+    output tensor, so the batch the previous call returned is overwritten, which suits a training loop
+    (its last step is finished when it asks for the next batch). A fresh float batch of 128 faces at
+    224 px is 77 MB of new pages each call, whose faults take longer than augmenting it (benchmarks/
+    batch_augment.py); a GPU's caching allocator reuses its memory without being asked. `compile`: the
+    colour jitter through torch.compile (`_compiled`), 2x faster on a CPU once compiled.
     """
 
-    def __init__(self, compose: v2.Compose):
+    def __init__(self, compose: v2.Compose, channels_last: bool = False, reuse_output: bool = False,
+                 compile: bool = False):
+        self.channels_last, self.reuse_output, self._kept = channels_last, reuse_output, None
         steps = compose.transforms if isinstance(compose, v2.Compose) else [compose]
         normalize = [t for t in steps if isinstance(t, v2.Normalize)]
         cut = steps.index(normalize[0]) if normalize else len(steps)
         self.before = fold_geometry([op for op in map(batched_op, steps[:cut]) if op is not None])
         self.after = fold_geometry([op for op in map(batched_op, steps[cut:]) if op is not None])
+        if compile:
+            for op in _flat(self.before + self.after):
+                if isinstance(op, Jitter):
+                    op.kernel, op.levels = _compiled(_jitter), _compiled(_levels)
         mean, std = (normalize[0].mean, normalize[0].std) if normalize else (IMAGENET_MEAN, IMAGENET_STD)
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
@@ -474,7 +549,7 @@ class BatchAugment:
             for i, op in enumerate(ops + [None]):
                 if i == len(self.before):                            # normalised straight into the output
                     if out is None:
-                        out = torch.empty((len(frames), *xc.shape[1:]), dtype=torch.float32, device=xc.device)
+                        out = self._output((len(frames), *xc.shape[1:]), xc.device, x.ndim == 4)
                     xc = self._normalise(xc, unit, out[rows])
                 if op is None:
                     break
@@ -488,6 +563,18 @@ class BatchAugment:
             moved.append(pc)
         x = out.reshape(*x.shape[:-3], *out.shape[-3:])
         return x, None if pts is None else torch.cat(moved).reshape(landmarks.shape)
+
+    def _output(self, shape: tuple, device: torch.device, images: bool) -> torch.Tensor:
+        """The float batch to write into: the kept one when reusing on a CPU and it has room (a shorter
+        last batch takes its first rows), else a new one."""
+        fmt = torch.channels_last if self.channels_last and images else torch.contiguous_format
+        kept, reuse = self._kept, self.reuse_output and device.type == "cpu"
+        if (reuse and kept is not None and kept.shape[1:] == shape[1:] and len(kept) >= shape[0]
+                and kept.is_contiguous(memory_format=fmt)):
+            return kept[:shape[0]]
+        out = torch.empty(shape, dtype=torch.float32, device=device, memory_format=fmt)
+        self._kept = out if reuse else None
+        return out
 
     def _normalise(self, x, unit: bool, into: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std of [0, 1] values (or of uint8 levels, scaled on the way) written into `into`."""

@@ -141,18 +141,22 @@ def batch_augmentation(cfg: TrainConfig, data: ExprData, device: torch.device) -
                                              and cfg.augment != "paper_a")   # paper_a: per image only
     if not on_batch:
         return data, None
-    train, augment = transform_on_device(data.train)
+    # each step's batch is finished with before the next is asked for, so on a CPU it is written into the
+    # last one's memory; cfg.compile also compiles the colour steps
+    train, augment = transform_on_device(data.train, reuse_output=True, compile=cfg.compile)
     return dataclasses.replace(data, train=train), augment
 
 
-def transform_on_device(dataset) -> tuple[FrameDataset | ClipDataset, BatchAugment | None]:
+def transform_on_device(dataset, reuse_output: bool = False,
+                        compile: bool = False) -> tuple[FrameDataset | ClipDataset, BatchAugment | None]:
     """(the dataset handing over decoded uint8 frames, its transform as one call on a batch), or the
     dataset as it is and None when it has no transform. Raises ValueError for a step with no batched
-    version (recipe paper_a)."""
+    version (recipe paper_a). The batch comes out channels-last, as the models take it; `reuse_output`
+    and `compile` as BatchAugment's."""
     frames = dataset.frames if isinstance(dataset, ClipDataset) else dataset
     if frames.transform is None:
         return dataset, None
-    augment = BatchAugment(frames.transform)
+    augment = BatchAugment(frames.transform, channels_last=True, reuse_output=reuse_output, compile=compile)
     plain = copy.copy(frames)
     plain.transform = None                       # the loader now hands over decoded uint8 frames
     if isinstance(dataset, ClipDataset):

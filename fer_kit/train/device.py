@@ -48,6 +48,7 @@ def determinism(on: bool):
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images go channels_last (faster convolutions on CPU); clips (B, T, 3, H, W) stay as they are."""
+    """Images go channels_last (faster convolutions on CPU); clips (B, T, 3, H, W) stay as they are, and
+    so do uint8 faces, whose batch augmentation writes its float batch channels-last itself."""
     x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 and x.is_floating_point() else x
