@@ -242,7 +242,7 @@ def test_a_flip_and_affine_folded_into_one_warp_match_the_steps_one_after_anothe
     draws = folded.draw(16, SIZE, SIZE)
     one, one_pts = folded.apply(x.float(), pts, draws)
     step, step_pts = x.float(), pts
-    for op, d in zip(ops, draws):
+    for op, d in zip(ops, draws["steps"]):
         step, step_pts = op.apply(step, step_pts, d)
     assert torch.equal(one, step) and torch.allclose(one_pts, step_pts, atol=1e-4)
     as_uint8, _ = folded.apply(x, pts, draws)
@@ -299,6 +299,12 @@ def test_a_reused_output_is_the_fresh_batch_written_in_place_channels_last():
     torch.manual_seed(1)
     b, _ = fresh(x.contiguous(memory_format=torch.channels_last))
     assert torch.equal(a, b)
+    # [0, 1] float faces are normalised into a channels-last batch (its rows, one channel at a time) as into a plain one
+    torch.manual_seed(2)
+    c, _ = kept(x.float() / 255)
+    torch.manual_seed(2)
+    d, _ = fresh(x.float() / 255)
+    assert torch.equal(c, d) and c.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_hue_wrap_is_mod_6_where_the_hue_lands_and_a_group_of_one_is_jittered_alone():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +66,12 @@ class Flip:
             pts = pts.index_copy(0, rows, _mirror(pts[rows], x.shape[-1]))
         return x, pts
 
-    def matrix(self, p, x):
+    def matrix(self, p):
         """The flip as a forward affine about the centre (x -> -x), for Geometry to fold into one warp."""
-        sign = torch.where(p["flip"], -1.0, 1.0).to(**_f32(x))
-        lin = torch.zeros(len(sign), 2, 2, **_f32(x))
+        sign = torch.where(p["flip"], -1.0, 1.0)
+        lin = torch.zeros(len(sign), 2, 2)
         lin[:, 0, 0], lin[:, 1, 1] = sign, 1.0
-        return lin, torch.zeros(len(sign), 2, **_f32(x))
+        return lin, torch.zeros(len(sign), 2)
 
 
 def _mirror(pts, width: int):
@@ -104,6 +105,7 @@ def _warp(x, pts, lin, shift, mode: str):
     x (N, C, H, W); lin (N, 2, 2); shift (N, 2); pts (N, K, 2) pixel-centre landmarks or None.
     """
     n, _, h, w = x.shape
+    lin, shift = lin.to(**_f32(x)), shift.to(**_f32(x))
     inv = torch.linalg.inv(lin)                                           # (N, 2, 2)
     t_inv = -(inv @ shift.unsqueeze(-1)).squeeze(-1)                      # (N, 2)
     # the source of each output pixel (pixel-centre coordinates); an affine map of a pixel grid is a row term
@@ -111,18 +113,32 @@ def _warp(x, pts, lin, shift, mode: str):
     f = torch.float32
     u = torch.arange(w, dtype=f, device=x.device) - (w - 1) / 2          # (W,) output columns from the centre
     v = torch.arange(h, dtype=f, device=x.device) - (h - 1) / 2          # (H,)
-    sx = inv[:, 0, 0, None, None] * u + inv[:, 0, 1, None, None] * v[:, None] + (t_inv[:, 0, None, None] + (w - 1) / 2)
-    sy = inv[:, 1, 0, None, None] * u + inv[:, 1, 1, None, None] * v[:, None] + (t_inv[:, 1, None, None] + (h - 1) / 2)
+
+    def source(k: int, size: int):
+        # the row term (N, 1, W), with the shift, plus the column term (N, H, 1): one pass over the pixels
+        row = (inv[:, k, 0, None] * u + (t_inv[:, k, None] + (size - 1) / 2)).unsqueeze(1)
+        return torch.add(row, (inv[:, k, 1, None] * v).unsqueeze(2))
+
+    sx, sy = source(0, w), source(1, h)                                   # (N, H, W)
     if mode == "nearest":
         # grid_sample's nearest neighbour (round half to even, zeros outside) as a gather, so uint8 faces need
         # no float copy: the same source pixel for every output pixel. The source gets a border of zeros and
         # every coordinate is clamped onto it, so pixels from outside read a zero with no mask to build.
         c = x.shape[1]
-        ix = sx.round_().clamp_(-1, w).add_(1)                          # (N, H, W) columns of the padded source
-        iy = sy.round_().clamp_(-1, h).add_(1)
-        index = iy.mul_(w + 2).add_(ix).long().view(n, 1, h * w)
-        source = F.pad(x, (1, 1, 1, 1)).reshape(n, c, (h + 2) * (w + 2))     # a copy if x is channels-last
-        x = source.gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
+        ix, iy = sx.round_().clamp_(-1, w), sy.round_().clamp_(-1, h)
+        index = ix.add_(iy, alpha=w + 2).add_(w + 3).long().view(n, -1)    # (N, H*W) into the padded source
+        if _packs(x):
+            # a uint8 RGB pixel packed into one int32 (R + 256 G + 65536 B): one gather per pixel, not one per
+            # channel, each index read once; the result is the RGB bytes of each int32, an (N, H, W, 3) view.
+            # 1.2-1.4x faster warps here (less memory moved), the same pixels.
+            packed = x.new_zeros((n, h + 2, w + 2), dtype=torch.int32)
+            inner = packed[:, 1:-1, 1:-1]
+            torch.add(x[:, 0], x[:, 1].int(), alpha=256, out=inner).add_(x[:, 2].int(), alpha=65536)
+            pixels = packed.view(n, -1).gather(1, index)
+            x = pixels.view(torch.uint8).view(n, h, w, 4)[..., :3].permute(0, 3, 1, 2)
+        else:
+            padded = F.pad(x, (1, 1, 1, 1)).reshape(n, c, (h + 2) * (w + 2))   # a copy if x is channels-last
+            x = padded.gather(2, index.unsqueeze(1).expand(n, c, h * w)).view(n, c, h, w)
     else:
         grid = torch.stack([(sx + 0.5) / (w / 2) - 1, (sy + 0.5) / (h / 2) - 1], -1)   # grid_sample's units
         x = F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=False)
@@ -130,6 +146,12 @@ def _warp(x, pts, lin, shift, mode: str):
         centre = pts.new_tensor([(w - 1) / 2, (h - 1) / 2])
         pts = (pts - centre) @ lin.transpose(1, 2) + shift.unsqueeze(1) + centre
     return x, pts
+
+
+def _packs(x) -> bool:
+    """Whether a nearest warp gathers x's pixels as packed int32: uint8 RGB on a CPU of little-endian byte
+    order (where an int32's first byte is its lowest), as x86 and ARM are."""
+    return x.dtype == torch.uint8 and x.shape[1] == 3 and x.device.type == "cpu" and sys.byteorder == "little"
 
 
 def _rotation_scale(angle_deg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -159,12 +181,11 @@ class Affine:
         scale = _uniform(n, *self.scale) if self.scale is not None else torch.ones(n)
         return {"angle": angle, "tx": tx, "ty": ty, "scale": scale}
 
-    def matrix(self, p, x):
-        return (_rotation_scale(self.sign * p["angle"].to(**_f32(x)), p["scale"].to(**_f32(x))),
-                torch.stack([p["tx"], p["ty"]], -1).to(**_f32(x)))
+    def matrix(self, p):
+        return _rotation_scale(self.sign * p["angle"], p["scale"]), torch.stack([p["tx"], p["ty"]], -1)
 
     def apply(self, x, pts, p):
-        return _warp(x, pts, *self.matrix(p, x), self.mode)
+        return _warp(x, pts, *self.matrix(p), self.mode)
 
 
 class PaddedCrop:
@@ -183,8 +204,8 @@ class PaddedCrop:
         if x.shape[-2:] != tuple(self.size):
             raise ValueError(f"batched RandomCrop crops to the input's own size; got {tuple(x.shape[-2:])} "
                              f"and size {tuple(self.size)}")
-        shift = torch.stack([self.pad[0] - p["left"], self.pad[1] - p["top"]], -1).to(**_f32(x))
-        lin = torch.eye(2, **_f32(x)).expand(len(x), 2, 2)
+        shift = torch.stack([self.pad[0] - p["left"], self.pad[1] - p["top"]], -1).float()
+        lin = torch.eye(2).expand(len(x), 2, 2)
         return _warp(x, pts, lin, shift, "nearest")
 
 
@@ -328,17 +349,10 @@ class Apply:
     def draw(self, n, h, w):
         return {"on": torch.rand(n) < self.p, "inner": [op.draw(n, h, w) for op in self.ops]}
 
-    def matrix(self, p, x):
+    def matrix(self, p):
         """The steps' folded matrix where they apply, the identity elsewhere (affine steps only)."""
-        n = len(p["on"])
-        lin = torch.eye(2, **_f32(x)).repeat(n, 1, 1)
-        shift = torch.zeros(n, 2, **_f32(x))
-        for op, q in zip(self.ops, p["inner"]):
-            m, t = op.matrix(q, x)
-            lin, shift = m @ lin, (m @ shift.unsqueeze(-1)).squeeze(-1) + t
-        on = p["on"].to(x.device)
-        eye = torch.eye(2, **_f32(x))
-        return torch.where(on.view(-1, 1, 1), lin, eye), torch.where(on.view(-1, 1), shift, 0.0)
+        lin, shift = _fold(self.ops, p["inner"], len(p["on"]))
+        return torch.where(p["on"].view(-1, 1, 1), lin, torch.eye(2)), torch.where(p["on"].view(-1, 1), shift, 0.0)
 
     def apply(self, x, pts, p):
         rows = p["on"].nonzero().squeeze(1).to(x.device)
@@ -362,23 +376,31 @@ class Geometry:
         self.mode = modes.pop() if len(modes) == 1 else "bilinear"
 
     def draw(self, n, h, w):
-        return [op.draw(n, h, w) for op in self.ops]
-
-    def apply(self, x, pts, p):
-        n = len(x)
-        lin = torch.eye(2, **_f32(x)).repeat(n, 1, 1)
-        shift = torch.zeros(n, 2, **_f32(x))
+        """Each step's draw ("steps"), and their folded matrices for the whole batch at once (the batch
+        is warped in chunks; folding per chunk cost a tenth of the warp in small tensor operations)."""
+        steps = [op.draw(n, h, w) for op in self.ops]
+        lin, shift = _fold(self.ops, steps, n)
         flipped = torch.zeros(n, dtype=torch.bool)
-        for op, q in zip(self.ops, p):
+        for op, q in zip(self.ops, steps):
             if isinstance(op, Flip):
                 flipped ^= q["flip"]
-            m, t = op.matrix(q, x)
-            lin, shift = m @ lin, (m @ shift.unsqueeze(-1)).squeeze(-1) + t   # step after step: M2 (M1 p)
-        x, pts = _warp(x, pts, lin, shift, self.mode)
+        return {"steps": steps, "lin": lin, "shift": shift, "flipped": flipped}
+
+    def apply(self, x, pts, p):
+        x, pts = _warp(x, pts, p["lin"], p["shift"], self.mode)
         if pts is not None and pts.shape[1] == 68:
-            rows = flipped.nonzero().squeeze(1).to(x.device)                 # rename the mirrored points
+            rows = p["flipped"].nonzero().squeeze(1).to(x.device)            # rename the mirrored points
             pts = pts.index_copy(0, rows, flip_landmarks(pts[rows]))
         return x, pts
+
+
+def _fold(ops, draws, n: int):
+    """The forward matrices (N, 2, 2) and shifts (N, 2) of affine steps one after another: M2 (M1 p)."""
+    lin, shift = torch.eye(2).repeat(n, 1, 1), torch.zeros(n, 2)
+    for op, q in zip(ops, draws):
+        m, t = op.matrix(q)
+        lin, shift = m @ lin, (m @ shift.unsqueeze(-1)).squeeze(-1) + t
+    return lin, shift
 
 
 def _affines(ops):
@@ -578,8 +600,23 @@ class BatchAugment:
 
     def _normalise(self, x, unit: bool, into: torch.Tensor) -> torch.Tensor:
         """(x - mean) / std of [0, 1] values (or of uint8 levels, scaled on the way) written into `into`."""
-        scale = 1 / (self.std if unit else 255 * self.std)
-        return torch.addcmul(-(self.mean / self.std).to(into), x.float(), scale.to(into), out=into)
+        scale, offset = (1 / (self.std if unit else 255 * self.std)).to(into), -(self.mean / self.std).to(into)
+        n, c, h, w = into.shape
+        cl = into.is_contiguous(memory_format=torch.channels_last)
+        if into.device.type != "cpu" or not (cl or into.is_contiguous()) or (x.is_contiguous() and not cl):
+            return torch.addcmul(offset, x.float(), scale, out=into)
+        # a change of layout on a CPU (a channels-last batch; the packed warp's RGB bytes): one addcmul would
+        # run its innermost loop over three channels, so each channel is copied into place and one pass then
+        # runs along whole rows, (R, G, B) factors repeated along a channels-last row. The same values, 2.8x
+        # faster into a channels-last batch here.
+        for k in range(c):
+            into[:, k].copy_(x[:, k])
+        if cl:
+            rows, scale, offset = into.permute(0, 2, 3, 1).view(n * h, w * c), scale.view(c).repeat(w), offset.view(c).repeat(w)
+        else:
+            rows, scale, offset = into.view(n, c, h * w), scale.view(1, c, 1), offset.view(1, c, 1)
+        torch.addcmul(offset, rows, scale, out=rows)
+        return into
 
     @staticmethod
     def _chunk(frames: torch.Tensor) -> int:
