@@ -81,9 +81,15 @@ def study_path(notebook: str, parameters: dict | None = None) -> Path:
     default study that the notebook shows."""
     name = notebook_path(notebook).stem
     if parameters:
-        tag = "_".join(f"{k}-{v}" for k, v in sorted(parameters.items()))
+        tag = "_".join(f"{k}-{_named(v)}" for k, v in sorted(parameters.items()))
         name += "--" + tag.replace("/", "-").replace(",", "+")
     return output_dir() / "runs" / "study" / f"{name}.json"
+
+
+def _named(value):
+    """A parameter's value as a study's name shows it: `-p minutes 2.0` is the run `-p minutes 2` makes, so
+    both name one study (a whole float is shown as an integer)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def saved(notebook: str) -> pd.DataFrame | None:

@@ -67,6 +67,9 @@ def test_comparisons_are_saved_and_the_study_reads_their_spread(tmp_path, monkey
     # a study at other parameters is kept apart: it never replaces the one the notebook shows
     other = study.study_path("04", {"epochs": 8, "segment_frames": "16,40"})
     assert other.name == "04_train_dan--epochs-8_segment_frames-16+40.json" and other.parent == path.parent
+    # a float parameter given as 2 or as 2.0 is one run, so one study
+    assert study.study_path("04", {"minutes": 2.0}) == study.study_path("04", {"minutes": 2})
+    assert study.study_path("04", {"minutes": 2.5}).name == "04_train_dan--minutes-2.5.json"
     other.write_text(json.dumps({"parameters": {"epochs": 8}, "summary": json.loads(mixed.to_json(orient="index"))}))
     assert study.saved("04").attrs["parameters"] == {"compare": True}
 

@@ -97,6 +97,11 @@ def test_position_bias_starts_as_the_paper_and_can_make_attention_local():
     learned = m.position_bias_by_distance()
     assert learned["attention"] == [0.0, 0.25, 0.0, 0.0, 0.0] and learned["encoder"] == [0.0] * 5
     assert create_model("regnet_transformer", backbone="regnety_002").position_bias_by_distance() == {}
+    deeper = create_model("regnet_transformer", backbone="regnety_002", position_bias=2, depth=2)
+    with torch.no_grad():
+        deeper.trans.layers[1][0].fn.rel_bias[:, 2] = 0.5            # distance 0 in the second layer only
+    assert deeper.position_bias_by_distance() == {"attention": [0.0] * 3, "encoder layer 1": [0.0] * 3,
+                                                  "encoder layer 2": [0.5, 0.0, 0.0]}
     with pytest.raises(ValueError, match="position_bias"):
         create_model("regnet_transformer", position_bias=-1)
 

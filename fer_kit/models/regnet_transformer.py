@@ -206,8 +206,11 @@ class RegNetTransformer(nn.Module):
 
     def position_bias_by_distance(self) -> dict[str, list[float]]:
         """With position_bias: what each attention learned to add per frame distance 0..k (mean of the heads
-        and of the two directions); positive favours frames at that distance. Empty for the paper's model."""
-        found = {"attention": self.att, "encoder": self.trans.layers[0][0].fn if self.trans is not None else None}
+        and of the two directions); positive favours frames at that distance. Empty for the paper's model.
+        Keys: "attention", and "encoder" (the paper's depth 1) or "encoder layer 1", "encoder layer 2", ..."""
+        layers = [layer[0].fn for layer in self.trans.layers] if self.trans is not None else []
+        found = {"attention": self.att, **({"encoder": layers[0]} if len(layers) == 1 else
+                                           {f"encoder layer {i + 1}": a for i, a in enumerate(layers)})}
         out = {}
         for name, att in found.items():
             if att is not None and att.rel_bias is not None:
