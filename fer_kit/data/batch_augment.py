@@ -612,7 +612,8 @@ class BatchAugment:
         for k in range(c):
             into[:, k].copy_(x[:, k])
         if cl:
-            rows, scale, offset = into.permute(0, 2, 3, 1).view(n * h, w * c), scale.view(c).repeat(w), offset.view(c).repeat(w)
+            rows = into.permute(0, 2, 3, 1).view(n * h, w * c)                # (N * H, W * 3), a view of `into`
+            scale, offset = scale.view(c).repeat(w), offset.view(c).repeat(w)
         else:
             rows, scale, offset = into.view(n, c, h * w), scale.view(1, c, 1), offset.view(1, c, 1)
         torch.addcmul(offset, rows, scale, out=rows)
