@@ -24,11 +24,14 @@ def _pixels(dataset, size: int) -> np.ndarray:
     return images.flatten(1).numpy()
 
 
-def pixel_logistic_regression(train, val, size: int = 48, max_iter: int = 200, C: float = 0.01) -> dict:
+def pixel_logistic_regression(train, val, size: int = 48, max_iter: int = 200, C: float = 0.01,
+                              return_predictions: bool = False):
     """Multinomial logistic regression on standardised raw pixels of the same split.
 
     If this scores close to a trained CNN, the task is a matter of fixed pixel positions and teaches
     nothing. lbfgs is capped at `max_iter` iterations: a baseline need not be polished to be a baseline.
+    `return_predictions`: (report, predicted class per frame of `val`), to compare a model with it frame
+    by frame (compare.paired).
     """
     x_tr, x_va = _pixels(train, size), _pixels(val, size)
     y_tr, y_va = train.labels.numpy(), val.labels.numpy()
@@ -37,7 +40,9 @@ def pixel_logistic_regression(train, val, size: int = 48, max_iter: int = 200, C
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_tr, y_tr)
     classes = list(getattr(train.table, "classes", range(int(y_tr.max()) + 1)))
-    return metrics.expr_report(y_va, clf.predict(x_va), num_classes=len(classes), class_names=classes)
+    pred = clf.predict(x_va)
+    report = metrics.expr_report(y_va, pred, num_classes=len(classes), class_names=classes)
+    return (report, pred) if return_predictions else report
 
 
 def majority_class(train, val) -> dict:

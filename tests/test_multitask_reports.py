@@ -140,3 +140,34 @@ def test_mean_shape_landmarks_is_the_mean_shape_baselines_prediction():
     assert mean.shape == (3, 68, 2) and np.allclose(mean[2], landmarks[:5].numpy().mean(0))
     val = SimpleNamespace(landmarks=landmarks[5:])
     assert baselines.mean_shape(train, val) == metrics.landmark_errors(mean, landmarks[5:].numpy())
+
+
+class _Frames:
+    """A split as the baselines read one: len, image(i) as uint8 (3, H, W), labels, table.classes."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels, self.table = images, labels, SimpleNamespace(classes=["down", "up"])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def image(self, i):
+        return self.images[i]
+
+
+def test_pixel_logistic_regression_returns_the_predictions_its_report_scores():
+    rng = np.random.default_rng(0)
+
+    def split(n):                                       # class 1 = a bright top half, class 0 = a bright bottom half
+        labels = rng.integers(0, 2, n)
+        images = rng.integers(0, 60, (n, 3, 16, 16)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, :, :8] += 150 * int(k == 1)
+            images[i, :, 8:] += 150 * int(k == 0)
+        return _Frames(torch.from_numpy(images), torch.from_numpy(labels))
+
+    train, val = split(40), split(30)
+    report, pred = baselines.pixel_logistic_regression(train, val, size=8, return_predictions=True)
+    assert pred.shape == (30,) and report == metrics.expr_report(val.labels.numpy(), pred, 2, ["down", "up"])
+    assert report["accuracy"] == 1.0                    # the two classes differ in every pixel
+    assert baselines.pixel_logistic_regression(train, val, size=8) == report
