@@ -231,3 +231,48 @@ def test_headline_gaps_measure_the_kit_against_the_paper_and_its_floor():
     assert list(out["method"]) == ["DAN", "bag"]          # headline metrics with a kit value only
     assert out.loc[0, "kit_minus_paper"] == pytest.approx(-0.13) and out.loc[0, "kit_minus_floor"] == pytest.approx(0.15)
     assert np.isnan(out.loc[1, "floor"]) and np.isnan(out.loc[1, "kit_minus_floor"])
+
+
+def test_the_floor_is_measured_on_the_split_the_kit_value_comes_from(monkeypatch):
+    """Kit values are test-split scores where there is a test split; a floor from validation would put the
+    two rows on different faces (here validation is all Neutral, the majority, and test is not)."""
+    from fer_kit import metrics, train
+    from fer_kit.data.table import DropReport, FrameTable
+    from fer_kit.labels import EXPR_CLASSES
+
+    def table(labels):
+        labels = np.asarray(labels)
+        return FrameTable([f"v{i}/{i:05d}.jpg" for i in range(len(labels))], labels,
+                          np.array([f"v{i // 4}" for i in range(len(labels))]), EXPR_CLASSES, DropReport("test"))
+
+    tr, val, test = table([0] * 6 + [1, 2, 3]), table([0] * 8), table([0, 0, 1, 1, 2, 3, 4, 5])
+    run = reproduce.Found({"config": {"model": "dan"}}, "runs/x", "self-run")
+    monkeypatch.setattr(train, "split_tables", lambda cfg: (tr, val, test, "synthetic"))
+    majority = np.zeros(len(test.labels), int)
+    assert reproduce.floor(run) == {"P_EXPR": metrics.expr_report(test.labels, majority, 8)["p_expr"]}
+    monkeypatch.setattr(train, "split_tables", lambda cfg: (tr, val, None, "a root without test labels"))
+    assert reproduce.floor(run) == {"P_EXPR": metrics.expr_report(val.labels, np.zeros(8, int), 8)["p_expr"]}
+
+
+def test_paper_e_row_from_notebook_09_is_described_by_its_lsd_members(tmp_path, monkeypatch):
+    """Notebook 09's ensemble.json holds paper A's DAN ensembles and paper E's bagging: the paper E row is
+    described (and floored) by the LSD members' settings with the ensemble's seed, not by the DAN's."""
+    monkeypatch.setenv("FER_KIT_OUTPUT", str(tmp_path))
+    folder = tmp_path / "runs" / "09_ensembles"
+    (folder / "lsd" / "member_0").mkdir(parents=True)
+    (folder / "ensemble.json").write_text(json.dumps({
+        "config": {"model": "dan", "backbone": "resnet18", "seed": 3, "image_size": 56, "epochs": 4, "members": 3},
+        "table3": [], "lsd": {"table": [{"model": "soft voting", "score": 0.4}]}}))
+    member = {"model": "dan_landmarks", "backbone": "resnet18", "seed": 4, "image_size": 80, "epochs": 2,
+              "num_classes": 6, "style": "cartoon", "val_style": "photo",
+              "init_from": "runs/09_ensembles/pretrain_cartoon/best.pt"}
+    (folder / "lsd" / "member_0" / "metrics.json").write_text(json.dumps({"config": member}))
+    recipe = next(r for r in RECIPES if r.paper == "E" and r.sources)
+    values, runs = reproduce._try(recipe.sources[0], False, {})
+    assert values == {"LSD_F1": 0.4} and runs[0].folder == "runs/09_ensembles/lsd"
+    assert runs[0].config["seed"] == 3 and runs[0].config["num_classes"] == 6
+    assert reproduce.describe(runs[0]) == "dan_landmarks resnet18, 80 px, 2 epochs, started from pretrain_cartoon"
+    assert reproduce.dataset_label(runs[0]) == "synthetic faces, cartoon -> photo"
+    (folder / "lsd" / "member_0" / "metrics.json").unlink()               # no members: the file as it is
+    _, runs = reproduce._try(recipe.sources[0], False, {})
+    assert runs[0].config["model"] == "dan" and runs[0].folder == "runs/09_ensembles"
