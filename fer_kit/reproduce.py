@@ -544,11 +544,11 @@ def floor(run: Found) -> dict[str, float]:
     from .train import split_tables
 
     cfg = _saved_config(run.config)
-    if cfg.model.startswith("ddamfn"):
-        train_t, val_t, test_t, _ = split_tables(cfg.replace(task="mtl"))
-        return papers.paper_d_row(trivial_multitask(train_t, val_t if test_t is None else test_t))
-    train_t, val_t, test_t, _ = split_tables(cfg)
+    mtl = cfg.model.startswith("ddamfn")
+    train_t, val_t, test_t, _ = split_tables(cfg.replace(task="mtl") if mtl else cfg)
     held = val_t if test_t is None else test_t
+    if mtl:
+        return papers.paper_d_row(trivial_multitask(train_t, held))
     n = len(train_t.classes)
     pred = np.full_like(held.labels, np.bincount(train_t.labels, minlength=n).argmax())
     report = metrics.expr_report(held.labels, pred, num_classes=n, class_names=list(train_t.classes))
