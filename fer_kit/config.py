@@ -423,6 +423,34 @@ class DanConfig(TrainConfig):
     n_frames: int = 8000              # about 4,100 training frames kept
     compare: bool = False             # also train DAN without the affinity and partition losses, with one head, and
                                       # with its four heads summed without the log-softmax across heads
+    pretrain_epochs: int = 0          # > 0: each run first trains this long on other people's faces (pretrain_style)
+                                      # and starts from there, as paper A's DAN started from an AffectNet DAN
+    pretrain_style: str = "photo"     # the pretraining faces' style: photo = another dataset of the same kind
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .data.face_render import STYLES
+        check_names([self.pretrain_style], STYLES, "pretrain_style")
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0 (0 = start from random weights); got {self.pretrain_epochs}")
+        if self.pretrain_epochs and self.init_from:
+            raise ValueError(f"pretrain_epochs={self.pretrain_epochs} and init_from={self.init_from!r} both say "
+                             "where the runs start: set one")
+
+    def pretrain_for(self, run: "TrainConfig") -> "TrainConfig | None":
+        """The run `run` starts from when pretrain_epochs > 0 (`pretraining`): the same model and losses as
+        `run`, so an ablation's idea is off in both stages, as if the AffectNet DAN had been trained without it
+        too (starting a one-head DAN from a four-head one would hand it a classifier fitted to four heads)."""
+        if not self.pretrain_epochs:
+            return None
+        return pretraining(run, self.pretrain_style, self.n_frames, self.pretrain_epochs,
+                           f"{run.out_dir}_pretrain_{self.pretrain_style}")
+
+    def train_config(self, **changes) -> "TrainConfig":
+        run = super().train_config(**changes)
+        if self.pretrain_epochs and "init_from" not in changes:
+            run.init_from = f"{self.pretrain_for(run).out_dir}/best.pt"
+        return run
 
     def ablations(self, steps: int | None = None) -> dict[str, TrainConfig]:
         """Paper A's ideas switched off one at a time, each in its own run folder. `steps`: the main run's
@@ -599,6 +627,17 @@ class EnsembleStudyConfig(EnsembleConfig):
     def __post_init__(self):
         super().__post_init__()
         check_names([self.weak_from], ("pretrain", "scratch"), "weak_from")
+
+
+def pretraining(cfg: TrainConfig, style: str, n_frames: int, epochs: int, out_dir: str) -> TrainConfig:
+    """A run to start others from: cfg's model on synthetic faces of `style` and of other people (seed + 100),
+    whatever cfg's dataset, standing in for paper A's AffectNet pretraining. On a real dataset that is transfer
+    from another dataset, as paper A's was; pretraining on the run's own training split would be no transfer,
+    and a split carved under another seed would hold its validation frames. The classes are cfg's (the
+    synthetic faces less Other for a 7-class dataset), so the classifier carries over."""
+    return cfg.train_config(style=style, seed=cfg.seed + 100, weighted_sampling=True, n_frames=n_frames,
+                            epochs=epochs, minutes=0.0, steps=0, init_from=None, dataset="abaw", data_root=None,
+                            out_dir=out_dir)
 
 
 def _as_train_config(cfg: TrainConfig, changes: dict) -> TrainConfig:

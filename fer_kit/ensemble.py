@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .config import EnsembleConfig, EnsembleStudyConfig, TrainConfig
+from .config import EnsembleConfig, EnsembleStudyConfig, TrainConfig, pretraining
 from .data.clips import ClipDataset
 from .data.dataset import FrameDataset
 from .data.sampling import bagging_subsets
@@ -117,14 +117,10 @@ def train_paper_a(cfg: EnsembleStudyConfig, data) -> dict[str, list[Member]]:
 
 
 def pretrain_config(cfg: EnsembleStudyConfig) -> TrainConfig:
-    """The run the transfer-learned models start from: DAN on synthetic faces of another style and other
-    people, whatever the dataset of the study. On a real dataset that is transfer from another dataset, as
-    paper A's AffectNet pretraining; pretraining on the study's own training split would be no transfer,
-    and a split carved under another seed would hold the study's validation frames. The classes are the
-    study's (the synthetic faces less Other for a 7-class dataset), so the classifier carries over."""
-    return cfg.train_config(style=cfg.pretrain_style, seed=cfg.seed + 100, weighted_sampling=True,
-                            n_frames=cfg.pretrain_frames, epochs=cfg.pretrain_epochs, init_from=None,
-                            dataset="abaw", data_root=None, out_dir=f"{cfg.out_dir}/pretrain_{cfg.pretrain_style}")
+    """The run the transfer-learned models start from (`config.pretraining`): DAN on synthetic faces of
+    cfg.pretrain_style and other people, whatever the dataset of the study."""
+    return pretraining(cfg, cfg.pretrain_style, cfg.pretrain_frames, cfg.pretrain_epochs,
+                       f"{cfg.out_dir}/pretrain_{cfg.pretrain_style}")
 
 
 def bag_lsd(cfg: EnsembleStudyConfig, init_from: str | None = None):

@@ -67,6 +67,29 @@ def test_log_softmax_heads_reaches_dan_and_is_refused_elsewhere():
         TrainConfig(model="scan_cci", log_softmax_heads=False)
 
 
+def test_dan_pretraining_starts_every_run_of_notebook_04_from_its_own_pretraining(tmp_path):
+    """-p pretrain_epochs N: the main run and each ablation start from a pretraining run on other people's
+    faces (paper A's DAN started from AffectNet weights), each pretrained as it is then trained."""
+    from fer_kit.config import DanConfig
+
+    assert DanConfig().train_config().init_from is None and DanConfig().pretrain_for(TrainConfig()) is None
+    cfg = DanConfig(pretrain_epochs=2, minutes=5.0, out_dir=str(tmp_path / "dan"))
+    main = cfg.train_config()
+    pre = cfg.pretrain_for(main)
+    assert (pre.epochs, pre.minutes, pre.steps, pre.seed, pre.style, pre.init_from) == (2, 0.0, 0, 100, "photo", None)
+    assert main.init_from == f"{pre.out_dir}/best.pt" and pre.n_frames == cfg.n_frames
+    for arm in cfg.ablations(steps=123).values():
+        start = cfg.pretrain_for(arm)
+        assert arm.init_from == f"{start.out_dir}/best.pt" and start.out_dir.startswith(arm.out_dir)
+        assert (start.num_heads, start.affinity_weight, start.log_softmax_heads) == \
+               (arm.num_heads, arm.affinity_weight, arm.log_softmax_heads)      # the idea off in both stages
+    assert len({a.init_from for a in cfg.ablations().values()} | {main.init_from}) == 4
+    with pytest.raises(ValueError, match="pretrain_style"):
+        DanConfig(pretrain_epochs=1, pretrain_style="sketch")
+    with pytest.raises(ValueError, match="set one"):
+        DanConfig(pretrain_epochs=1, init_from="runs/x/best.pt")
+
+
 def test_position_bias_reaches_paper_b_s_clip_models_and_is_refused_elsewhere():
     from fer_kit.config import ClipConfig
     from fer_kit.train import build_model

@@ -28,13 +28,13 @@ from .data import PROTOCOLS, ExprData, as_clips, batch_augmentation, frame_datas
     split_tables
 from .device import seed_everything, select_device
 from .evaluate import evaluate, predict, predict_landmarks, predict_tasks
-from .loop import check_distributed, fit, train_one_epoch
+from .loop import check_distributed, fit, fit_after, train_one_epoch
 from .recipe import build_criterion, build_model, build_optimizer, compute_loss, keep_frozen_in_eval, set_stage
 from .run_folder import NotTheSameRunError, RunInUseError, RunResult, record
 
 __all__ = ["ExprData", "NotTheSameRunError", "PROTOCOLS", "RunInUseError", "RunResult", "as_clips",
            "batch_augmentation", "build_criterion", "build_model", "build_optimizer", "check_distributed",
-           "compute_loss", "config_parser", "default_out_dir", "evaluate", "fit", "frame_dataset", "frame_videos",
+           "compute_loss", "config_parser", "default_out_dir", "evaluate", "fit", "fit_after", "frame_dataset", "frame_videos",
            "init_weights", "keep_frozen_in_eval", "load_checkpoint", "load_expr_data", "load_run", "main", "predict",
            "predict_landmarks", "predict_tasks", "record", "save_checkpoint", "seed_everything", "select_device",
            "set_stage", "split_tables", "train_one_epoch"]

@@ -137,6 +137,14 @@ def _not_finite(loss: torch.Tensor, params, epoch: int, step: int, cfg: TrainCon
                               "and look for a log, sqrt or division of zero in the model or loss")
 
 
+def fit_after(pretrain: TrainConfig | None, cfg: TrainConfig, data: ExprData | None = None) -> RunResult:
+    """fit(cfg, data), after fitting `pretrain` (on its own data) when there is one: the run whose
+    checkpoint cfg.init_from names (notebook 04's `pretrain_epochs`)."""
+    if pretrain is not None:
+        fit(pretrain)
+    return fit(cfg, data)
+
+
 def fit(cfg: TrainConfig, data: ExprData | None = None, resume: bool = False) -> RunResult:
     """Train cfg.model on cfg.task's data, validating every epoch over the whole validation split and
     keeping the checkpoint of the best validation score (P_EXPR; P = CCC + F1 + AU F1 for "mtl").
